@@ -1,0 +1,50 @@
+"""Shared test fixtures: the real and golden data in ../shared/data, random generators."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "code"))
+
+
+def _find_shared() -> Path | None:
+    candidates = [os.environ.get("NEMOPOSE_SHARED_DATA"), REPO.parent / "shared" / "data",
+                  "/work/shared/data"]
+    for cand in candidates:
+        if cand and (Path(cand) / "real").is_dir() and (Path(cand) / "golden").is_dir():
+            return Path(cand)
+    return None
+
+
+SHARED = _find_shared()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder with real/ and golden/ fixtures. Missing fixtures fail under CI
+    (NEMOPOSE_REQUIRE_FIXTURES=1) and skip elsewhere."""
+    if SHARED is None:
+        msg = ("shared fixtures not found: set NEMOPOSE_SHARED_DATA to the folder holding "
+               "real/ and golden/")
+        if os.environ.get("NEMOPOSE_REQUIRE_FIXTURES"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return SHARED
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)
+    yield

@@ -1,0 +1,242 @@
+"""The on-disk layout of NeMo's prepared datasets (SPEC section 13) and its small readers.
+
+Every other module finds files through these helpers, so the layout is defined once:
+
+    <dataroot>/PASCAL3D+_release1.1/              the PASCAL3D+ release (real or synthetic)
+        CAD/<cat>/NN.off, CAD_single/<cat>/01.off, CAD_multi/<cat>/NN.off
+    <dataroot>/OccludedPASCAL3D/                  Occluded-PASCAL3D+ (real or synthetic)
+    <dataroot>/PASCAL3D_train_NeMo/               prepared training split
+    <dataroot>/PASCAL3D_NeMo/                     prepared validation split (L0)
+    <dataroot>/PASCAL3D_OCC_NeMo/                 prepared occluded validation splits
+        images/<cat><LEVEL>/<id>.JPEG
+        annotations/<cat><LEVEL>/<id>.npz
+        lists/<cat><LEVEL>/<subtype>.txt, meshNN.txt
+        annotations3D_<single|multi>/<cat><LEVEL>/<id>.npz
+        lists3D_<single|multi>/<cat><LEVEL>/meshNN.txt
+        dataset.json                              provenance (synthetic or real, image scale)
+
+``<LEVEL>`` is empty for the unoccluded sets and one of FGL1_BGL1, FGL2_BGL2, FGL3_BGL3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import constants
+from ..utils import atomic_savez, atomic_write_json, atomic_write_text
+
+RELEASE_DIR = "PASCAL3D+_release1.1"
+OCCLUDED_DIR = "OccludedPASCAL3D"
+SPLIT_DIRS = {"train": "PASCAL3D_train_NeMo", "val": "PASCAL3D_NeMo", "occ": "PASCAL3D_OCC_NeMo"}
+DATASET_INFO = "dataset.json"
+
+# Keys every 2D annotation npz carries (SPEC 13); 3D annotations add kp_weights.
+ANNOTATION_KEYS = ("name", "box", "box_ori", "box_obj", "cropped_kp_list", "visible", "azimuth",
+                   "elevation", "theta", "distance", "focal", "principal", "viewport", "height",
+                   "width", "cad_index", "bbox")
+
+
+class AnnotationError(ValueError):
+    """An annotation file that is missing or malformed."""
+
+
+def split_root(dataroot: str | os.PathLike, split: str, occ_level: str = "") -> Path:
+    """Prepared dataset folder for ``split`` in {'train', 'val'}; occluded val sets
+    (``occ_level`` non-empty) live in PASCAL3D_OCC_NeMo."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if occ_level:
+        if split != "val":
+            raise ValueError("occluded sets exist for the val split only")
+        return Path(dataroot) / SPLIT_DIRS["occ"]
+    return Path(dataroot) / SPLIT_DIRS[split]
+
+
+def category_folder(category: str, occ_level: str = "") -> str:
+    """``car`` or ``carFGL1_BGL1``."""
+    constants.check_category(category)
+    return category + constants.parse_occlusion_level(occ_level)
+
+
+@dataclass(frozen=True)
+class SplitLayout:
+    """Paths inside one prepared split for one category and occlusion level."""
+
+    root: Path
+    category: str
+    occ_level: str = ""
+
+    @property
+    def folder(self) -> str:
+        return category_folder(self.category, self.occ_level)
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images" / self.folder
+
+    @property
+    def annotations(self) -> Path:
+        return self.root / "annotations" / self.folder
+
+    @property
+    def lists(self) -> Path:
+        return self.root / "lists" / self.folder
+
+    def annotations3d(self, mesh_d: str) -> Path:
+        return self.root / f"annotations3D_{_check_mesh_d(mesh_d)}" / self.folder
+
+    def lists3d(self, mesh_d: str) -> Path:
+        return self.root / f"lists3D_{_check_mesh_d(mesh_d)}" / self.folder
+
+    def image_path(self, name: str) -> Path:
+        return self.images / f"{name}.JPEG"
+
+    def annotation_path(self, name: str) -> Path:
+        return self.annotations / f"{name}.npz"
+
+    def annotation3d_path(self, mesh_d: str, name: str) -> Path:
+        return self.annotations3d(mesh_d) / f"{name}.npz"
+
+    def mesh_list_path(self, mesh_d: str, mesh_index: int) -> Path:
+        return self.lists3d(mesh_d) / f"mesh{mesh_index:02d}.txt"
+
+
+def split_layout(dataroot: str | os.PathLike, split: str, category: str, occ_level: str = "") -> SplitLayout:
+    occ_level = constants.parse_occlusion_level(occ_level)
+    return SplitLayout(split_root(dataroot, split, occ_level), category, occ_level)
+
+
+def _check_mesh_d(mesh_d: str) -> str:
+    if mesh_d not in constants.MESH_DIMENSIONS:
+        raise ValueError(f"mesh dimension must be one of {constants.MESH_DIMENSIONS}, got {mesh_d!r}")
+    return mesh_d
+
+
+def release_root(dataroot: str | os.PathLike) -> Path:
+    return Path(dataroot) / RELEASE_DIR
+
+
+def cuboid_dir(dataroot: str | os.PathLike, mesh_d: str, category: str) -> Path:
+    """Folder of the cuboid meshes ``CAD_<mesh_d>/<cat>/`` in the release folder."""
+    return release_root(dataroot) / f"CAD_{_check_mesh_d(mesh_d)}" / constants.check_category(category)
+
+
+def cuboid_paths(dataroot: str | os.PathLike, mesh_d: str, category: str) -> list[Path]:
+    """Sorted cuboid mesh files ``01.off, 02.off, ...`` of a category."""
+    folder = cuboid_dir(dataroot, mesh_d, category)
+    paths = sorted(p for p in folder.glob("*.off") if p.stem.isdigit())
+    if not paths:
+        raise FileNotFoundError(f"no cuboid meshes in {folder}; run PrepareData.sh first")
+    return paths
+
+
+# ----------------------------------------------------------------------------- lists
+
+
+def read_list(path: str | os.PathLike) -> list[str]:
+    """Image ids of a list file (one ``<id>.JPEG`` per line); the extension is dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"list file {path} does not exist")
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            names.append(line.rsplit(".", 1)[0] if line.lower().endswith((".jpeg", ".jpg", ".png")) else line)
+    return names
+
+
+def write_list(path: str | os.PathLike, names: list[str], extension: str = ".JPEG") -> None:
+    atomic_write_text(path, "".join(f"{n}{extension}\n" for n in names))
+
+
+# ----------------------------------------------------------------------------- annotations
+
+
+def load_annotation(path: str | os.PathLike, require_3d: bool = False) -> dict[str, Any]:
+    """Read an annotation npz (SPEC 13) into a dict of NumPy arrays.
+
+    Scalars come back as 0-d arrays (use ``float(anno['azimuth'])``). The keys of SPEC 13
+    must be present; ``kp_weights`` too when ``require_3d``. Extra keys (``padding``,
+    ``resize_rate``, ``occ_mask``) are kept.
+
+    Raises:
+        AnnotationError naming the file and the missing key or the read problem.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            anno = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise AnnotationError(f"{path}: cannot read annotation ({exc})") from exc
+    required = ANNOTATION_KEYS + (("kp_weights",) if require_3d else ())
+    missing = [k for k in required if k not in anno]
+    if missing:
+        raise AnnotationError(f"{path}: missing annotation keys {missing}")
+    return anno
+
+
+def save_annotation(path: str | os.PathLike, **fields: Any) -> None:
+    """Write an annotation npz atomically (plain arrays only: no pickled objects)."""
+    for key, value in fields.items():
+        if isinstance(value, np.ndarray) and value.dtype == object:
+            raise ValueError(f"{path}: annotation key {key!r} is an object array")
+    atomic_savez(path, **fields)
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+@dataclass
+class DatasetInfo:
+    """Provenance of a prepared dataset, saved as ``dataset.json`` in each split folder.
+
+    Attributes:
+        synthetic: True for the generated synthetic PASCAL3D+ (tables say so).
+        image_scale: crops are the category image size times this (1.0 = faithful);
+            objects are rescaled by ``image_scale * distance / 5``.
+        source: where the raw data came from.
+        extra: anything else worth recording (generator seed, size preset, ...).
+    """
+
+    synthetic: bool = False
+    image_scale: float = 1.0
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def image_size(self, category: str) -> tuple[int, int]:
+        return scaled_image_size(category, self.image_scale)
+
+
+def scaled_image_size(category: str, image_scale: float = 1.0) -> tuple[int, int]:
+    """Category image size (H, W) times ``image_scale``, rounded to a multiple of 8 (the
+    feature stride). Scale 1 gives the faithful size of SPEC 2."""
+    h, w = constants.image_size(category)
+    if image_scale == 1.0:
+        return h, w
+    step = constants.DOWNSAMPLE_RATE
+    return (max(step, int(round(h * image_scale / step)) * step),
+            max(step, int(round(w * image_scale / step)) * step))
+
+
+def save_dataset_info(folder: str | os.PathLike, info: DatasetInfo) -> None:
+    atomic_write_json(Path(folder) / DATASET_INFO, asdict(info))
+
+
+def load_dataset_info(folder: str | os.PathLike) -> DatasetInfo:
+    """``dataset.json`` of a prepared split folder; a folder without one is taken to be a
+    real PASCAL3D+ preparation at scale 1 (e.g. made by the original code)."""
+    path = Path(folder) / DATASET_INFO
+    if not path.is_file():
+        return DatasetInfo(synthetic=False, image_scale=1.0, source="unknown (no dataset.json)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from exc
+    return DatasetInfo(**{k: raw[k] for k in ("synthetic", "image_scale", "source", "extra") if k in raw})

@@ -1,0 +1,92 @@
+"""Pose-solver benchmark at the paper settings.
+
+Car-sized 32 x 84 feature maps, the car cuboid (1024 vertices), 128-d features, 144 initial
+poses, 300 Adam steps. The maps are the cuboid's smooth random features rendered at random
+poses over a clutter background with noise (so the solves are real solves, and the median
+error is printed as a check). Prints seconds per image for batches of 1, 8, 32 and 64
+images against a one-image-at-a-time loop measured in the same run (same solver object,
+so the 144 initial poses are pre-rendered once in both cases).
+
+Reference, not measured here: the original implementation needs 90 to 160 s per image on 2
+CPU threads (SPEC section 17).
+
+Run: bash benchmarks/run.sh bench_pose.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import car_cuboid, environment_line, print_table  # noqa: E402
+from nemopose import geometry, pose, render  # noqa: E402
+
+
+def make_problem(n_images: int, channels: int, seed: int = 0):
+    verts, faces = car_cuboid()
+    g = torch.Generator().manual_seed(seed)
+    v = torch.as_tensor(verts)
+    phases = v @ (torch.randn(3, 32, generator=g) * 6.0)
+    basis = torch.cat([torch.sin(phases), torch.cos(phases)], 1)
+    feats = torch.nn.functional.normalize(basis @ torch.randn(64, channels, generator=g), dim=1)
+    clutter = torch.nn.functional.normalize(torch.randn(channels, generator=g), dim=0)
+    poses = torch.stack([torch.rand(n_images, generator=g) * 2 * np.pi,
+                         torch.rand(n_images, generator=g) * 0.6 - 0.1,
+                         (torch.rand(n_images, generator=g) - 0.5) * 0.6,
+                         4.5 + torch.rand(n_images, generator=g)], 1)
+    C = geometry.camera_center(poses[:, 0], poses[:, 1], poses[:, 3])
+    obj = render.render_features(v, torch.as_tensor(faces), feats, C, poses[:, 2], render.RenderCamera((32, 84)))
+    mask = obj.abs().sum(1, keepdim=True) > 0
+    back = clutter.reshape(1, -1, 1, 1) + 0.3 * torch.randn(obj.shape, generator=g)
+    maps = torch.where(mask, obj, back) + 0.05 * torch.randn(obj.shape, generator=g)
+    return verts, faces, feats, clutter, torch.nn.functional.normalize(maps, dim=1).contiguous(), poses
+
+
+def median_error_deg(res, poses) -> float:
+    pred = {k: res[k].double().numpy() for k in ("azimuth", "elevation", "theta")}
+    gt = {"azimuth": poses[:, 0].double().numpy(), "elevation": poses[:, 1].double().numpy(),
+          "theta": poses[:, 2].double().numpy()}
+    return float(np.degrees(np.median(geometry.pose_error(pred, gt))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", default="1,8,32,64", help="batch sizes (default 1,8,32,64)")
+    parser.add_argument("--loop-images", type=int, default=4,
+                        help="images solved one at a time for the baseline (default 4)")
+    parser.add_argument("--steps", type=int, default=300, help="Adam steps (default 300)")
+    parser.add_argument("--channels", type=int, default=128, help="feature dimension (default 128)")
+    args = parser.parse_args()
+
+    batches = [int(b) for b in args.batches.split(",")]
+    verts, faces, feats, clutter, maps, poses = make_problem(max(batches + [args.loop_images]), args.channels)
+    solver = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0, pose.SolverConfig(steps=args.steps))
+    solver.solve(maps[:1], clutter)  # warm-up
+
+    start = time.perf_counter()
+    loop_res = [solver.solve(maps[i:i + 1], clutter) for i in range(args.loop_images)]
+    loop_s = (time.perf_counter() - start) / args.loop_images
+    loop_res = {k: torch.cat([r[k] for r in loop_res]) for k in loop_res[0]}
+    rows = [["loop of 1", args.loop_images, f"{loop_s:.3f}", "1.0x",
+             f"{median_error_deg(loop_res, poses[:args.loop_images]):.2f}"]]
+    for b in batches:
+        start = time.perf_counter()
+        res = solver.solve(maps[:b], clutter)
+        per_image = (time.perf_counter() - start) / b
+        rows.append([f"batch {b}", b, f"{per_image:.3f}", f"{loop_s / per_image:.1f}x",
+                     f"{median_error_deg(res, poses[:b]):.2f}"])
+    print_table(f"Pose solver, car 32x84, {len(verts)}-vertex cuboid, {args.channels}-d, 144 inits, "
+                f"{args.steps} steps ({environment_line()})",
+                ["mode", "images", "s/image", "speed-up vs loop", "median err (deg)"], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,4 +3,4 @@
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/code/env.sh"
 cd "$REPO"
-exec "$PY" -m pytest tests "$@"
+exec "$PY" -m pytest "$@"   # testpaths (pytest.ini) = tests/

@@ -222,6 +222,27 @@ class MeshPoseSolver:
             out.append(pose_loss(s_o, s_c))
         return torch.stack(out)
 
+    def losses_at(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None, poses: torch.Tensor,
+                  image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of arbitrary poses (no optimisation), e.g. for loss landscapes.
+
+        Args:
+            feature_maps: (B, C, h, w); clutter: (C,) or None.
+            poses: (N, 4) azimuth, elevation, theta, distance.
+            image_index: (N,) which image each pose is compared with (default: image 0).
+        Returns:
+            (N,) losses.
+        """
+        poses = torch.as_tensor(poses, dtype=torch.float32, device=self.device).reshape(-1, 4)
+        if image_index is None:
+            image_index = torch.zeros(poses.shape[0], dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            sim, maps, clutter_score = self._prepare_images(feature_maps, clutter)
+            centers = geometry.camera_center(poses[:, 0], poses[:, 1], poses[:, 3])
+            fragments = self._rasterize(centers, poses[:, 2])
+            s_c = clutter_score.index_select(0, image_index) if clutter_score is not None else None
+            return pose_loss(self._object_scores(fragments, image_index, sim, maps), s_c).cpu()
+
     def solve(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None = None,
               progress: Any = None) -> dict[str, torch.Tensor]:
         """Solve the poses of a batch of images (in memory-bounded chunks).

@@ -1,0 +1,187 @@
+"""Pictures of a solved image (SPEC section 16): the mesh over the input at a pose, the
+occlusion map, loss landscapes around the prediction, and a GIF of the optimisation.
+
+The pose solver's camera is defined on the feature map (field of view 12 degrees over a
+square of side S = max(h, w)); the same field of view over the input crop's max(H, W)
+draws the mesh over the input image at the same pose.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import geometry, render
+from .pose import MeshPoseSolver
+
+BACKGROUND, VISIBLE, OCCLUDED = 0, 1, 2
+OCCLUSION_COLOURS = np.array([[40, 40, 40], [60, 180, 75], [230, 60, 60]], dtype=np.uint8)
+
+
+def _pose_tensors(pose: Mapping[str, float] | Sequence[float]):
+    if isinstance(pose, Mapping):
+        pose = [pose["azimuth"], pose["elevation"], pose["theta"], pose["distance"]]
+    p = torch.as_tensor(np.asarray(pose, dtype=np.float64)).reshape(1, 4)
+    return geometry.camera_center(p[:, 0], p[:, 1], p[:, 3]), p[:, 2]
+
+
+def render_silhouette(verts, faces, pose, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterise the mesh over an image of ``image_size`` (H, W) at ``pose``
+    (azimuth, elevation, theta, distance) with the pose solver's camera.
+
+    Returns:
+        mask (H, W) bool and shade (H, W) float in [0, 1] (|cos| of the face normal and the
+        viewing direction, for a readable overlay).
+    """
+    center, theta = _pose_tensors(pose)
+    cam = render.RenderCamera(tuple(image_size), render_size=max(image_size))
+    v = torch.as_tensor(verts, dtype=torch.float64)
+    f = torch.as_tensor(faces, dtype=torch.long)
+    screen = render.project_vertices(v, center, theta, cam)
+    frags = render.rasterize(screen, f, image_size)
+    p2f = frags.pix_to_face[0]
+    mask = (p2f >= 0).numpy()
+    # face normals in camera space: rotate world normals
+    tri = v[f]
+    normals = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+    normals = torch.nn.functional.normalize(normals, dim=1)
+    view = torch.nn.functional.normalize(center[0] - tri.mean(1), dim=1)
+    face_shade = (normals * view).sum(1).abs()
+    shade = np.zeros(mask.shape)
+    shade[mask] = face_shade[p2f[p2f >= 0]].numpy()
+    return mask, shade
+
+
+def overlay_mesh(image: np.ndarray, verts, faces, pose, colour=(0, 220, 255), alpha: float = 0.45) -> np.ndarray:
+    """The input image with the mesh drawn over it at ``pose``: shaded fill plus outline.
+
+    Args:
+        image: (H, W, 3) uint8.
+    Returns:
+        (H, W, 3) uint8.
+    """
+    image = np.asarray(image)
+    mask, shade = render_silhouette(verts, faces, pose, image.shape[:2])
+    out = image.astype(np.float64).copy()
+    col = np.asarray(colour, dtype=np.float64)
+    tint = (0.5 + 0.5 * shade[..., None]) * col
+    out[mask] = (1 - alpha) * out[mask] + alpha * tint[mask]
+    edge = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1))
+    out[edge] = col
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def occlusion_map(solver: MeshPoseSolver, feature_map: torch.Tensor, clutter: torch.Tensor, pose) -> np.ndarray:
+    """Per feature-map pixel: background (outside the rendered silhouette), object visible
+    (s_o >= s_c inside it) or object occluded (s_o < s_c inside it).
+
+    Args:
+        feature_map: (C, h, w); clutter: (C,).
+    Returns:
+        (h, w) int labels BACKGROUND / VISIBLE / OCCLUDED.
+    """
+    center, theta = _pose_tensors(pose)
+    rendered = render.render_features(solver.verts, solver.faces, solver.vertex_features, center.float(),
+                                      theta.float(), solver.camera)[0]
+    fmap = torch.as_tensor(feature_map, dtype=torch.float32)
+    inside = rendered.abs().sum(0) > 0
+    s_o = (rendered * fmap).sum(0)
+    s_c = (fmap * torch.as_tensor(clutter, dtype=torch.float32).reshape(-1, 1, 1)).sum(0)
+    labels = torch.full(inside.shape, BACKGROUND, dtype=torch.long)
+    labels[inside & (s_o >= s_c)] = VISIBLE
+    labels[inside & (s_o < s_c)] = OCCLUDED
+    return labels.numpy()
+
+
+def loss_landscape(solver: MeshPoseSolver, feature_map: torch.Tensor, clutter, pose, n: int = 61,
+                   spans: Mapping[str, float] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Loss along azimuth, elevation, theta and distance around ``pose``, one at a time.
+
+    Returns:
+        {parameter: (values, losses)}, each (n,).
+    """
+    spans = dict({"azimuth": math.pi, "elevation": math.pi / 4, "theta": math.pi / 4, "distance": 2.0}, **(spans or {}))
+    base = np.asarray([pose[k] for k in ("azimuth", "elevation", "theta", "distance")] if isinstance(pose, Mapping)
+                      else pose, dtype=np.float64)
+    out = {}
+    for i, name in enumerate(("azimuth", "elevation", "theta", "distance")):
+        values = base[i] + np.linspace(-spans[name], spans[name], n)
+        if name == "distance":
+            values = np.clip(values, 0.5, None)
+        if name == "elevation":
+            values = np.clip(values, -math.pi / 2 + 1e-3, math.pi / 2 - 1e-3)
+        poses = np.repeat(base[None], n, 0)
+        poses[:, i] = values
+        losses = solver.losses_at(feature_map[None], clutter, torch.as_tensor(poses))
+        out[name] = (values, losses.numpy())
+    return out
+
+
+def plot_solution(path: str | os.PathLike, image: np.ndarray, solver: MeshPoseSolver, feature_map: torch.Tensor,
+                  clutter, pred: Mapping[str, float], gt: Mapping[str, float] | None = None,
+                  title: str = "") -> Path:
+    """One PNG: input with the predicted mesh (and the ground truth), the occlusion map, and
+    the loss landscapes with the prediction and ground truth marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(18, 7))
+    ax = axes[0, 0]
+    ax.imshow(overlay_mesh(image, solver.verts.cpu(), solver.faces.cpu(), pred))
+    ax.set_title("prediction")
+    ax = axes[0, 1]
+    if gt is not None:
+        ax.imshow(overlay_mesh(image, solver.verts.cpu(), solver.faces.cpu(), gt, colour=(255, 200, 0)))
+        ax.set_title("ground truth")
+    else:
+        ax.imshow(image)
+        ax.set_title("input")
+    labels = occlusion_map(solver, feature_map, clutter, pred)
+    ax = axes[0, 2]
+    ax.imshow(OCCLUSION_COLOURS[labels], interpolation="nearest")
+    ax.set_title("occlusion map (grey bg, green visible, red occluded)")
+    axes[0, 3].axis("off")
+    if gt is not None:
+        err = math.degrees(float(geometry.pose_error({k: [pred[k]] for k in pred}, {k: [gt[k]] for k in gt})[0]))
+        axes[0, 3].text(0.0, 0.5, f"rotation error {err:.1f} deg\nloss {pred.get('loss', float('nan')):.4f}",
+                        fontsize=13)
+    for a in axes[0, :3]:
+        a.axis("off")
+    land = loss_landscape(solver, feature_map, clutter, pred)
+    for ax, (name, (values, losses)) in zip(axes[1], land.items()):
+        ax.plot(values, losses, "k-")
+        ax.axvline(pred[name], color="tab:blue", label="prediction")
+        if gt is not None:
+            ax.axvline(gt[name], color="tab:orange", ls="--", label="ground truth")
+        ax.set_xlabel(name)
+        ax.set_ylabel("loss")
+    axes[1, 0].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def save_optimisation_gif(path: str | os.PathLike, image: np.ndarray, verts, faces, trajectory: np.ndarray,
+                          every: int = 10, duration_ms: int = 80) -> Path:
+    """Animated GIF of the mesh over the input along an optimisation trajectory
+    ((T, 4) azimuth, elevation, theta, distance per step)."""
+    trajectory = np.asarray(trajectory)
+    frames = [Image.fromarray(overlay_mesh(image, verts, faces, trajectory[t]))
+              for t in list(range(0, len(trajectory), every)) + [len(trajectory) - 1]]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    return path

@@ -1,0 +1,59 @@
+import numpy as np
+import torch
+from PIL import Image
+
+import sys
+from pathlib import Path
+
+from nemopose import mesh, pose, visualize
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pose import CAR_EXTENT, smooth_features, synthetic_maps
+
+
+def setup_problem(occlude=0.4):
+    verts, faces = mesh.cuboid_mesh(*CAR_EXTENT)
+    feats = smooth_features(verts)
+    clutter = torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(9)), dim=0)
+    gt = [1.0, 0.3, 0.1, 5.0]
+    maps = synthetic_maps(verts, faces, feats, clutter, [gt], noise=0.05, occlude=occlude, seed=1)
+    solver = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0)
+    return verts, faces, clutter, maps, solver, dict(zip(("azimuth", "elevation", "theta", "distance"), gt))
+
+
+def test_occlusion_map_finds_the_occluder():
+    _, _, clutter, maps, solver, gt = setup_problem(occlude=0.4)
+    labels = visualize.occlusion_map(solver, maps[0], clutter, gt)
+    inside = labels != visualize.BACKGROUND
+    frac_occ = (labels == visualize.OCCLUDED).sum() / inside.sum()
+    assert 0.25 < frac_occ < 0.55
+    # the occluder is a band on the left of the object: occluded pixels lie left of visible ones
+    cols_occ = np.nonzero(labels == visualize.OCCLUDED)[1].mean()
+    cols_vis = np.nonzero(labels == visualize.VISIBLE)[1].mean()
+    assert cols_occ < cols_vis
+
+
+def test_landscape_has_its_minimum_at_the_true_pose():
+    _, _, clutter, maps, solver, gt = setup_problem(occlude=0.0)
+    land = visualize.loss_landscape(solver, maps[0], clutter, gt, n=41)
+    for name, (values, losses) in land.items():
+        assert abs(values[np.argmin(losses)] - gt[name]) <= (values[1] - values[0]) * 1.01, name
+
+
+def test_plot_and_gif(tmp_path):
+    verts, faces, clutter, maps, solver, gt = setup_problem()
+    image = (np.random.default_rng(0).uniform(0, 255, (256, 672, 3))).astype(np.uint8)
+    over = visualize.overlay_mesh(image, verts, faces, gt)
+    mask, _ = visualize.render_silhouette(verts, faces, gt, (256, 672))
+    assert over.shape == image.shape and (over[mask] != image[mask]).any() and (over[~mask] == image[~mask]).all()
+    # the overlay at image scale matches the feature-map silhouette upsampled x8
+    small, _ = visualize.render_silhouette(verts, faces, gt, (32, 84))
+    big = small.repeat(8, 0).repeat(8, 1)
+    assert (big == mask).mean() > 0.97
+    res = solver.solve(maps, clutter)
+    pred = {k: float(res[k][0]) for k in ("azimuth", "elevation", "theta", "distance", "loss")}
+    png = visualize.plot_solution(tmp_path / "a.png", image, solver, maps[0], clutter, pred, gt, title="t")
+    assert Image.open(png).size[0] > 500
+    traj = np.linspace([0.5, 0.2, 0.0, 5.5], [1.0, 0.3, 0.1, 5.0], 30)
+    gif = visualize.save_optimisation_gif(tmp_path / "a.gif", image, verts, faces, traj, every=10)
+    assert Image.open(gif).n_frames == 4

@@ -18,3 +18,33 @@ if [[ -z "${NEMOPOSE_NO_MALLOC_TUNING:-}" ]]; then
     export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-17179869184}"
 fi
 export PYTHONUNBUFFERED=1
+
+# nemopose_launch MODULE ARGS...: run `python -m MODULE ARGS...` on the devices named by
+#   GPUS        empty: CPU, one process; "0": one GPU; "0,1,2,3": torchrun, one process per GPU
+#   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT: several machines (torchrun rendezvous)
+# The Python side reads RANK/WORLD_SIZE/LOCAL_RANK (nemopose.distributed).
+nemopose_launch() {
+    local module="$1"; shift
+    local gpus="${GPUS:-}"
+    gpus="${gpus// /}"
+    local nnodes="${NNODES:-1}"
+    if [[ -z "$gpus" ]]; then
+        if [[ "$nnodes" -gt 1 || "${NPROC_CPU:-1}" -gt 1 ]]; then
+            "$PY" -m torch.distributed.run --nnodes="$nnodes" --node_rank="${NODE_RANK:-0}" \
+                --nproc_per_node="${NPROC_CPU:-1}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+                --master_port="${MASTER_PORT:-29500}" -m "$module" --device cpu "$@"
+        else
+            "$PY" -m "$module" --device cpu "$@"
+        fi
+        return
+    fi
+    local n
+    n=$(awk -F, '{print NF}' <<< "$gpus")
+    if [[ "$n" -eq 1 && "$nnodes" -eq 1 ]]; then
+        CUDA_VISIBLE_DEVICES="$gpus" "$PY" -m "$module" --device cuda "$@"
+    else
+        CUDA_VISIBLE_DEVICES="$gpus" "$PY" -m torch.distributed.run --nnodes="$nnodes" \
+            --node_rank="${NODE_RANK:-0}" --nproc_per_node="$n" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+            --master_port="${MASTER_PORT:-29500}" -m "$module" --device cuda "$@"
+    fi
+}

@@ -266,4 +266,4 @@ def reference_loss(features: torch.Tensor, bank_memory: torch.Tensor, num_vertic
     visible = (weights > 0).reshape(-1)
     target = torch.arange(nv).repeat(features.shape[0])
     ce = F.cross_entropy((sim - mask).reshape(-1, sim.shape[2])[visible], target[visible])
-    return ce + noise_weight * noise_sim.mean()
+    return ce + noise_weight * noise_sim.mean() if noise_sim.numel() else ce

@@ -113,7 +113,9 @@ def load_network(ckpt: dict[str, Any] | str | os.PathLike, device: torch.device 
     else:
         spec = ckpt["model"]
         model = NeMoNet(spec["backbone"], d_feature=spec["d_feature"], pretrained="random",
-                        test_head_bias=test_head_bias, light_widths=tuple(spec.get("light_widths", (16, 32, 64, 128, 256))))
+                        test_head_bias=test_head_bias,
+                        light_widths=tuple(spec.get("light_widths", (16, 32, 64, 128, 256))),
+                        light_norm=spec.get("light_norm", "batch"))
         state = ckpt["state"]
         info = {"backbone": spec["backbone"], "d_feature": spec["d_feature"], "original": False,
                 "epoch": ckpt.get("epoch"), "category": ckpt.get("category")}

@@ -54,17 +54,19 @@ class PretrainedWeightsMissing(FileNotFoundError):
 
 
 class DoubleConv(nn.Module):
-    """(3x3 conv with bias, BN, ReLU) x 2, padding 1: ``in -> mid -> out`` channels."""
+    """(3x3 conv with bias, BN, ReLU) x 2, padding 1: ``in -> mid -> out`` channels.
+    (``norm='group'`` swaps BN for GroupNorm; used by the light backbone only.)"""
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None):
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None,
+                 norm: str = "batch"):
         super().__init__()
         mid_channels = mid_channels or out_channels
         self.block = nn.Sequential(
             nn.Conv2d(in_channels, mid_channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(mid_channels),
+            _norm(norm, mid_channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(mid_channels, out_channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(out_channels),
+            _norm(norm, out_channels),
             nn.ReLU(inplace=True),
         )
 
@@ -76,9 +78,9 @@ class Up(nn.Module):
     """Upsample the coarse input x2 (bilinear, align_corners=True), pad/crop it to the skip's
     size, concatenate ``[skip, upsampled]`` and apply a DoubleConv(in -> mid -> out)."""
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, norm: str = "batch"):
         super().__init__()
-        self.conv = DoubleConv(in_channels, out_channels, mid_channels)
+        self.conv = DoubleConv(in_channels, out_channels, mid_channels, norm)
 
     def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=True)
@@ -117,9 +119,17 @@ class ResNetExt(nn.Module):
         return self.up2(self.up3(self.bottleneck(x32), x16), x8)
 
 
-def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    raise ValueError(f"norm must be 'batch' or 'group', got {kind!r}")
+
+
+def _conv_norm_relu(cin: int, cout: int, stride: int = 1, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+                         _norm(norm, cout), nn.ReLU(inplace=True))
 
 
 class LightBackbone(nn.Module):
@@ -127,21 +137,23 @@ class LightBackbone(nn.Module):
     decoded to stride 8 with the ``Up`` blocks of ``resnetext``.
 
     Input ``(B, 3, H, W)``, output ``(B, widths[2] * 2, ceil(H/8), ceil(W/8))``.
+    ``norm='group'`` (GroupNorm) makes every image's features independent of its batch
+    (used to test that distributed training equals one process exactly).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128, 256)):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128, 256), norm: str = "batch"):
         super().__init__()
         if len(widths) != 5:
             raise ValueError(f"light backbone needs 5 stage widths, got {widths}")
         stages, cin = [], 3
         for w in widths:
-            stages.append(nn.Sequential(_conv_bn_relu(cin, w, stride=2), _conv_bn_relu(w, w)))
+            stages.append(nn.Sequential(_conv_norm_relu(cin, w, 2, norm), _conv_norm_relu(w, w, 1, norm)))
             cin = w
         self.stages = nn.ModuleList(stages)
         w8, w16, w32 = widths[2], widths[3], widths[4]
-        self.up16 = Up(w32 + w16, w16, w16)
+        self.up16 = Up(w32 + w16, w16, w16, norm)
         self.out_channels = 2 * w8
-        self.up8 = Up(w16 + w8, self.out_channels, self.out_channels)
+        self.up8 = Up(w16 + w8, self.out_channels, self.out_channels, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = []
@@ -215,18 +227,20 @@ class NeMoNet(nn.Module):
         pretrained: for resnetext, 'imagenet' (torchvision's ResNet-50 from the local torch
             cache), 'random', or a path to a ResNet-50 state dict. 'light' is always random.
         test_head_bias: apply the head's bias in the test forward (the original does not).
-        light_widths: stage widths of the light backbone.
+        light_widths, light_norm: stage widths and normalisation ('batch' | 'group') of the
+            light backbone.
     """
 
     def __init__(self, backbone: str = "resnetext", d_feature: int = 128, pretrained: str = "imagenet",
-                 test_head_bias: bool = False, light_widths: tuple[int, ...] = (16, 32, 64, 128, 256)):
+                 test_head_bias: bool = False, light_widths: tuple[int, ...] = (16, 32, 64, 128, 256),
+                 light_norm: str = "batch"):
         super().__init__()
         if backbone == "resnetext":
             self.backbone = ResNetExt(load_resnet50(pretrained))
         elif backbone == "light":
             if pretrained not in ("random", "", None):
                 raise ValueError("the light backbone has no pretrained weights; use pretrained='random'")
-            self.backbone = LightBackbone(tuple(light_widths))
+            self.backbone = LightBackbone(tuple(light_widths), light_norm)
         else:
             raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
         self.backbone_name = backbone
@@ -266,12 +280,6 @@ class NeMoNet(nn.Module):
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """Test-time map ``(B, d, H/8, W/8)`` (same as ``self(images)``)."""
         return self(images)
-
-
-def build_model(backbone: str = "resnetext", d_feature: int = 128, pretrained: str = "imagenet",
-                test_head_bias: bool = False) -> NeMoNet:
-    return NeMoNet(backbone=backbone, d_feature=d_feature, pretrained=pretrained,
-                   test_head_bias=test_head_bias)
 
 
 # ----------------------------------------------------------------------------- pretrained weights

@@ -71,6 +71,7 @@ class TrainConfig:
     pretrained: str = "imagenet"          # 'imagenet' (local torch cache) | 'random' | path
     d_feature: int = 128
     light_widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    light_norm: str = "batch"             # 'group': batch-independent (exact DDP equivalence)
     # optimisation
     batch_size: int = 108                 # global batch (the original: 108 over its GPUs)
     total_epochs: int = 800
@@ -126,7 +127,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Checkpoint fields that must match to resume (they define the network and the banks).
-_RESUME_KEYS = ("backbone", "d_feature", "light_widths", "num_noise", "max_group", "mesh_d", "category")
+_RESUME_KEYS = ("backbone", "d_feature", "light_widths", "light_norm", "num_noise", "max_group", "mesh_d", "category")
 
 
 # ----------------------------------------------------------------------------- quirks
@@ -388,7 +389,7 @@ def checkpoint_payload(model: NeMoNet, banks: list[FeatureBank], optimizer: torc
         "timestamp": int(time.time()),
         "args": original_args(config),
         "model": {"backbone": config.backbone, "d_feature": config.d_feature,
-                  "light_widths": list(config.light_widths)},
+                  "light_widths": list(config.light_widths), "light_norm": config.light_norm},
         "banks": [{k: v.detach().cpu().clone() for k, v in b.state_dict().items()} for b in banks],
         "num_vertices": [b.num_vertices for b in banks],
         "category": config.category,
@@ -470,7 +471,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
     distance_thr = effective_distance_thr(config, image_scale)
     seed_everything(config.seed)
     model = NeMoNet(config.backbone, config.d_feature, config.pretrained,
-                    light_widths=tuple(config.light_widths)).to(device)
+                    light_widths=tuple(config.light_widths), light_norm=config.light_norm).to(device)
     banks = build_banks(config, meshes, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = TrainState()
@@ -534,6 +535,8 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
                          stats["loss"], stats["loss_ce"], stats["loss_clutter"], last_path)
             elif config.resume_every > 0 and (epoch + 1) % config.resume_every == 0:
                 last_path = _save_resume(exp_dir, model, banks, optimizer, state, config, epoch)
+        if ctx.distributed and (_should_save(epoch, config) or epoch == end_epoch - 1):
+            check_banks_identical(banks, ctx)
         distributed.barrier(ctx)
     total = time.perf_counter() - start_time
     if ctx.is_main and state.history:
@@ -543,6 +546,17 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
                  last["images_per_s"])
     return {"epochs_run": epochs_run, "last_epoch": state.epoch - 1, "history": state.history,
             "checkpoint": last_path, "seconds": total}
+
+
+def check_banks_identical(banks: list[FeatureBank], ctx: DistContext, tol: float = 1e-6) -> None:
+    """Every rank applies the same update to the same gathered batch, so the banks must agree;
+    checked at checkpoints (a broadcast of rank 0's memory)."""
+    for bank in banks:
+        reference = bank.memory.clone()
+        torch.distributed.broadcast(reference, src=0)
+        diff = float((reference - bank.memory).abs().max())
+        if diff > tol:
+            raise RuntimeError(f"rank {ctx.rank}: bank differs from rank 0's by {diff:.3g}")
 
 
 def _save_resume(exp_dir: Path, model, banks, optimizer, state, config, epoch) -> Path:
@@ -586,6 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backbone", default=S, choices=("resnetext", "light"), help=f"default {f.backbone}")
     g.add_argument("--pretrained", default=S, help=f"'imagenet', 'random' or a ResNet-50 .pth (default {f.pretrained})")
     g.add_argument("--d-feature", dest="d_feature", type=int, default=S, help=f"default {f.d_feature}")
+    g.add_argument("--light-widths", dest="light_widths", type=lambda s: tuple(int(v) for v in s.split(",")),
+                   default=S, help=f"stage widths of the light backbone (default {','.join(map(str, f.light_widths))})")
+    g.add_argument("--light-norm", dest="light_norm", choices=("batch", "group"), default=S,
+                   help=f"normalisation of the light backbone (default {f.light_norm})")
     o = p.add_argument_group("optimisation (defaults: faithful preset)")
     o.add_argument("--batch-size", dest="batch_size", type=int, default=S, help=f"GLOBAL batch (default {f.batch_size})")
     o.add_argument("--total-epochs", dest="total_epochs", type=int, default=S, help=f"default {f.total_epochs}")

@@ -106,13 +106,15 @@ def _ragged(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return owner, torch.arange(owner.numel()) - start.index_select(0, owner)
 
 
-def zbuffer_at_pixels(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarray, cell: int = 16) -> np.ndarray:
+def zbuffer_at_pixels(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarray,
+                      cell: int | None = None) -> np.ndarray:
     """The z-buffer of the mesh's triangles read at the vertices' own pixels.
 
     Equivalent to rasterising the whole image (:func:`zbuffer_visibility_raster`) and
     reading the buffer at the vertex pixels, but only those pixels are evaluated: vertex
-    pixels are bucketed into ``cell`` x ``cell`` tiles, each triangle visits the vertices in
-    the tiles its bounding box overlaps, and the nearest covering depth per vertex is kept
+    pixels are bucketed into ``cell`` x ``cell`` tiles (default: the median triangle size, so a
+    triangle overlaps a few tiles holding a few vertices each, at any image scale), each
+    triangle visits the vertices in the tiles its bounding box overlaps, and the nearest covering depth per vertex is kept
     by a scatter-min. Inclusion uses exact integer edge functions (vertex positions and
     samples are both integer pixels): a point on an edge or corner is inside, as for the
     rasteriser's pixel centres.
@@ -129,6 +131,10 @@ def zbuffer_at_pixels(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarra
     n_verts = len(pix)
     out = torch.full((n_verts,), math.inf, dtype=torch.float64)
     if len(faces_t) and n_verts:
+        tri = pix.index_select(0, faces_t.reshape(-1)).reshape(-1, 3, 2)                 # (F, 3, 2)
+        lo, hi = tri.amin(1), tri.amax(1)                                                # (F, 2)
+        if cell is None:
+            cell = max(2, int((hi - lo).amax(1).double().median()) + 1)
         # Bucket the vertex pixels into tiles.
         n_tile_rows, n_tile_cols = int(pix[:, 0].max()) // cell + 1, int(pix[:, 1].max()) // cell + 1
         tile = (pix[:, 0] // cell) * n_tile_cols + pix[:, 1] // cell                   # (V,)
@@ -136,8 +142,6 @@ def zbuffer_at_pixels(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarra
         per_tile = torch.bincount(tile, minlength=n_tile_rows * n_tile_cols)
         tile_start = torch.cumsum(per_tile, 0) - per_tile
         # (triangle, tile) pairs for every tile a triangle's bounding box overlaps.
-        tri = pix.index_select(0, faces_t.reshape(-1)).reshape(-1, 3, 2)                 # (F, 3, 2)
-        lo, hi = tri.amin(1), tri.amax(1)                                                # (F, 2)
         tlo = lo // cell
         span = hi // cell - tlo + 1                                                      # (F, 2) tiles
         # (Triangle corners are vertex pixels, so every tile index is in range.)

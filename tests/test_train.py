@@ -1,0 +1,302 @@
+"""Training: quirk helpers, sampling, datasets, loss decrease, checkpoints, exact resume,
+distributed equivalence and the CLI, on a tiny fake prepared dataset."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fakedata import make_fake_dataset
+from nemopose import checkpoint, train as T
+from nemopose.data import datasets, layout
+from nemopose.distributed import DistContext
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory):
+    return make_fake_dataset(tmp_path_factory.mktemp("data"), categories=("car",), n_train=10, n_val=4)
+
+
+def _config(root, exproot, **overrides):
+    values = dict(dataroot=str(root), exproot=str(exproot), category="car", backbone="light", pretrained="random",
+                  light_widths=(8, 16, 32, 32, 64), batch_size=4, total_epochs=4, lr=1e-3, accumulate=2,
+                  max_group=8, checkpoint_every=0, save_final=True, resume_every=1, workers=0)
+    values.update(overrides)
+    return T.TrainConfig(**values)
+
+
+# ----------------------------------------------------------------------------- quirks
+
+
+def test_original_lr_quirk_matches_the_original_loop():
+    base, lr, seen = 1e-4, 1e-4, []
+    for epoch in range(45):                 # the original: set lr = base * 0.2 when (epoch - 1) % 10 == 0
+        if (epoch - 1) % 10 == 0:
+            lr = base * 0.2
+        seen.append(lr)
+    assert [T.original_lr(e, base) for e in range(45)] == seen
+    assert seen[0] == 1e-4 and seen[1] == seen[44] == pytest.approx(2e-5)
+    cfg = T.TrainConfig(lr_schedule="step", update_lr_epoch_n=10, update_lr=0.5)
+    assert [T.learning_rate(e, cfg) for e in (0, 9, 10, 25)] == [1e-4, 1e-4, 5e-5, 2.5e-5]
+    cosine = T.TrainConfig(lr_schedule="cosine", total_epochs=10, lr=1.0)
+    assert T.learning_rate(0, cosine) == 1.0 and T.learning_rate(5, cosine) == pytest.approx(0.5)
+
+
+def test_accumulation_quirk():
+    steps = [i for i in range(25) if T.original_should_step(i, 10)]
+    assert steps == [0, 10, 20]             # the first step follows a single backward
+    assert [i for i in range(25) if T.aligned_should_step(i, 10)] == [9, 19]
+
+
+def test_faithful_defaults():
+    c = T.TrainConfig()
+    assert (c.batch_size, c.total_epochs, c.lr, c.weight_decay, c.T, c.distance_thr, c.weight_noise,
+            c.num_noise, c.max_group, c.momentum, c.d_feature, c.accumulate, c.checkpoint_every) == \
+        (108, 800, 1e-4, 1e-4, 0.07, 48.0, 5e-3, 5, 512, 0.9, 128, 10, 200)
+    assert c.backbone == "resnetext" and c.pretrained == "imagenet" and c.lr_schedule == "original"
+    assert [e for e in range(800) if T._should_save(e, c)] == [199, 399, 599, 799]
+    assert checkpoint.checkpoint_name("car", 799) == "saved_model_car_799.pth"
+    assert checkpoint.checkpoint_name("car", 7) == "saved_model_car_07.pth"
+
+
+# ----------------------------------------------------------------------------- sampler
+
+
+@pytest.mark.parametrize("size,batch,world", [(10, 4, 2), (11, 6, 3), (9, 4, 1), (5, 4, 4)])
+def test_global_batches_split_across_ranks(size, batch, world):
+    ranks = [T.GlobalBatchSampler(size, batch, DistContext(rank=r, world_size=world), seed=3, mesh_index=1)
+             for r in range(world)]
+    for s in ranks:
+        s.set_epoch(2)
+    single = T.GlobalBatchSampler(size, batch, DistContext(), seed=3, mesh_index=1)
+    single.set_epoch(2)
+    per_rank = [list(s) for s in ranks]
+    assert len({len(p) for p in per_rank}) == 1 and len(per_rank[0]) == len(ranks[0])
+    merged = [sum((p[k] for p in per_rank), []) for k in range(len(per_rank[0]))]
+    expected = [b for b in single if len(b) >= world]
+    assert merged == expected               # rank order reproduces each global batch
+    assert sorted(sum(list(single), [])) == list(range(size))
+    other = T.GlobalBatchSampler(size, batch, DistContext(), seed=3, mesh_index=1)
+    other.set_epoch(3)
+    if size > 2:
+        assert list(other) != list(single)  # reshuffled per epoch
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def test_training_dataset_items(fake_root):
+    ds = datasets.TrainingDataset(fake_root, "car", "single", 1)
+    item = ds[0]
+    h, w = layout.scaled_image_size("car", 0.25)
+    assert item["image"].shape == (3, h, w) and item["image"].dtype == torch.float32
+    assert item["vertex_pixels"].shape == (ds.num_vertices, 2)
+    assert set(torch.unique(item["weights"]).tolist()) <= {0.0, 1.0}          # the 0/1 quirk
+    anno = layout.load_annotation(ds.layout.annotation3d_path("single", ds.names[0]), require_3d=True)
+    expected = ((anno["visible"] == 1) & (anno["kp_weights"] > 0)).astype(np.float32)
+    np.testing.assert_array_equal(item["weights"].numpy(), expected)
+    weighted = datasets.TrainingDataset(fake_root, "car", "single", 1, vertex_weights="weighted")[0]["weights"]
+    np.testing.assert_allclose(weighted.numpy(), anno["kp_weights"] * (anno["visible"] == 1), rtol=1e-6)
+    img = datasets.load_image(ds.layout.image_path(ds.names[0]))
+    mean = torch.tensor(datasets.IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(datasets.IMAGENET_STD).view(3, 1, 1)
+    torch.testing.assert_close(item["image"], (img.float() / 255 - mean) / std)
+
+
+def test_vertex_weight_quirk_uses_any():
+    pixels = np.array([[-1.0, 5.0], [-1.0, -1.0], [3.0, 200.0], [3.0, 4.0]])
+    visible, kp_w = np.ones(4), np.array([0.5, 0.5, 0.5, 0.0])
+    w = datasets.original_vertex_weights(visible, kp_w, pixels, (64, 168))
+    assert w.tolist() == [1.0, 0.0, 1.0, 0.0]    # outside only when both coordinates are out
+    w2 = datasets.weighted_vertex_weights(visible, kp_w, pixels, (64, 168))
+    assert w2.tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_training_dataset_rejects_wrong_image_size(fake_root, tmp_path):
+    import shutil
+    root = tmp_path / "copy"
+    shutil.copytree(fake_root, root)
+    lay = layout.split_layout(root, "train", "car")
+    name = layout.read_list(lay.mesh_list_path("single", 1))[0]
+    from PIL import Image
+    Image.new("RGB", (10, 10)).save(lay.image_path(name), format="JPEG")
+    with pytest.raises(ValueError, match=f"{name}.JPEG: image is"):
+        datasets.TrainingDataset(root, "car", cache_images=True)
+
+
+def test_test_dataset_items(fake_root):
+    ds = datasets.TestDataset(fake_root, "car", split="val", with_vertices=True)
+    assert len(ds) == 4
+    item = ds[1]
+    anno = layout.load_annotation(ds.layout.annotation_path(ds.names[1]))
+    assert item["name"] == ds.names[1] and item["cad_index"] == int(anno["cad_index"]) == 1
+    assert item["azimuth"] == pytest.approx(float(anno["azimuth"]))
+    assert item["theta"] == pytest.approx(float(anno["theta"]))
+    assert item["image"].shape == (3,) + layout.scaled_image_size("car", 0.25)
+    assert item["vertex_pixels"].shape[1] == 2 and item["visible"].dtype == torch.bool
+    assert len(datasets.TestDataset(fake_root, "car", split="val", mesh_index=None)) == 4
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_training_reduces_the_loss_and_checkpoint_round_trips(fake_root, tmp_path):
+    cfg = _config(fake_root, tmp_path, total_epochs=6, accumulate=1, accumulation="aligned", lr=2e-3)
+    out = T.train(cfg)
+    losses = [h["loss"] for h in out["history"]]
+    assert losses[-1] < 0.6 * losses[0], losses
+    exp = checkpoint.experiment_dir(tmp_path, "single")
+    path = exp / "saved_model_car_05.pth"
+    assert out["checkpoint"] == path and checkpoint.final_checkpoint(exp, "car") == path
+    lines = [json.loads(line) for line in (exp / "train_log_car.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == list(range(6)) and all("images_per_s" in r for r in lines)
+    ckpt = checkpoint.load_checkpoint(path)
+    for key in ("state", "memory", "timestamp", "args", "epoch", "optimizer", "rng", "config", "banks"):
+        assert key in ckpt
+    assert ckpt["args"].type_ == "car" and ckpt["epoch"] == 5
+    net, memories, info = checkpoint.load_network(ckpt)
+    assert info["backbone"] == "light" and memories[0].shape[0] == ckpt["num_vertices"][0] + 5 * 8
+    images = torch.stack([datasets.TestDataset(fake_root, "car")[i]["image"] for i in range(2)])
+    # rebuild the trained network from the checkpoint a second way: the state dict into a fresh one
+    from nemopose.model import NeMoNet
+    fresh = NeMoNet("light", pretrained="random", light_widths=(8, 16, 32, 32, 64))
+    fresh.load_state_dict(ckpt["state"])
+    with torch.no_grad():
+        torch.testing.assert_close(net(images), fresh.eval()(images))
+        assert net(images).shape == (2, 128) + tuple(s // 8 for s in images.shape[2:])
+    # nothing left to do: a second call resumes from the final checkpoint and returns at once
+    assert T.train(cfg)["epochs_run"] == 0
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_exact_resume_after_a_crash(fake_root, tmp_path):
+    """A run killed mid-epoch and restarted ends exactly like an uninterrupted run."""
+    cfg_a = _config(fake_root, tmp_path / "a")
+    full = T.train(cfg_a)
+    cfg_b = _config(fake_root, tmp_path / "b")
+
+    def crash(epoch, iteration):
+        if iteration == 8:                 # epoch 2 (3 iterations per epoch), after resume_car_01
+            raise _Crash("simulated kill")
+
+    with pytest.raises(_Crash):
+        T.train(cfg_b, on_iteration=crash)
+    exp_b = checkpoint.experiment_dir(tmp_path / "b", "single")
+    assert [p.name for _, p in checkpoint.list_checkpoints(exp_b, "car", include_resume=True)] == ["resume_car_01.pth"]
+    resumed = T.train(cfg_b)
+    assert resumed["epochs_run"] == 2
+    a = checkpoint.load_checkpoint(checkpoint.experiment_dir(tmp_path / "a", "single") / "saved_model_car_03.pth")
+    b = checkpoint.load_checkpoint(exp_b / "saved_model_car_03.pth")
+    assert a["iteration"] == b["iteration"] == 12
+    for key in a["state"]:
+        assert torch.equal(a["state"][key], b["state"][key]), key
+    assert torch.equal(a["memory"][0], b["memory"][0])
+    assert torch.equal(a["banks"][0]["queue_ptr"], b["banks"][0]["queue_ptr"])
+    for ga, gb in zip(a["pending_grad"], b["pending_grad"]):
+        assert (ga is None and gb is None) or torch.equal(ga, gb)
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in b["history"]]
+
+
+def test_non_finite_loss_stops_loudly(fake_root, tmp_path):
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        T.train(_config(fake_root, tmp_path, T=0.0, total_epochs=1))
+
+
+def test_resume_refuses_a_different_network(fake_root, tmp_path):
+    T.train(_config(fake_root, tmp_path, total_epochs=1))
+    with pytest.raises(ValueError, match="cannot resume, settings differ: light_widths"):
+        T.train(_config(fake_root, tmp_path, total_epochs=2, light_widths=(8, 16, 32, 64, 64)))
+
+
+def test_cli_presets_and_overrides(fake_root):
+    parser = T.build_parser()
+    args = parser.parse_args(["--dataroot", str(fake_root), "--preset", "demo", "--total-epochs", "3"])
+    cfg = T.config_from_args(args, "car")
+    assert cfg.backbone == "light" and cfg.pretrained == "random" and cfg.total_epochs == 3
+    assert cfg.batch_size == T.PRESETS["demo"]["batch_size"]
+    faithful = T.config_from_args(parser.parse_args([]), "bus")
+    assert faithful == T.TrainConfig(category="bus")
+    old = T.config_from_args(parser.parse_args(["--sperate_bank", "True", "--no-cache-images"]), "car")
+    assert old.separate_bank is True and old.cache_images is False
+    assert T.available_categories(fake_root, "single") == ["car"]
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _run(cmd, **kw):
+    env = dict(os.environ, PYTHONPATH=str(REPO / "code"), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, **kw)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_two_processes_equal_one_process(fake_root, tmp_path):
+    """torchrun with 2 CPU processes (gloo) and a global batch of 4 gives the same losses and
+    banks as one process with batch 4 (GroupNorm network: features independent of the batch).
+    lr = 0 keeps the network fixed: Adam's first steps are sign-like and would amplify float
+    noise; the gradients themselves are compared in test_distributed_gradients_equal_one_process."""
+    common = ["-m", "nemopose.train", "--dataroot", str(fake_root), "--categories", "car",
+              "--backbone", "light", "--pretrained", "random", "--light-widths", "8,16,32,32,64",
+              "--light-norm", "group", "--batch-size", "4", "--total-epochs", "2", "--lr", "0",
+              "--accumulate", "2", "--max-group", "8", "--checkpoint-every", "0", "--save-final",
+              "--workers", "0", "--device", "cpu", "--threads", "1"]
+    _run([sys.executable, *common, "--exproot", str(tmp_path / "one")])
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          *common, "--exproot", str(tmp_path / "two")])
+    one = checkpoint.load_checkpoint(tmp_path / "one" / "NeMo_single" / "saved_model_car_01.pth")
+    two = checkpoint.load_checkpoint(tmp_path / "two" / "NeMo_single" / "saved_model_car_01.pth")
+    np.testing.assert_allclose([h["loss"] for h in two["history"]], [h["loss"] for h in one["history"]], rtol=1e-6)
+    assert [h["images"] for h in two["history"]] == [h["images"] for h in one["history"]] == [10, 10]
+    torch.testing.assert_close(two["memory"][0], one["memory"][0], atol=1e-6, rtol=0)
+    assert torch.equal(two["banks"][0]["queue_ptr"], one["banks"][0]["queue_ptr"])
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_gradients_equal_one_process(fake_root, tmp_path):
+    """One DDP step on 2 gloo processes (2 + 2 images) gives the gradients, bank and loss of
+    one process on the 4 images: the global-count normalisation and the gathered bank update."""
+    import torch.multiprocessing as mp
+    import ddp_worker
+    cfg = _config(fake_root, tmp_path, light_norm="group")
+    single = ddp_worker.one_step(cfg, DistContext())
+    mp.spawn(ddp_worker.worker, args=(2, _free_port(), cfg, str(tmp_path / "out")), nprocs=2)
+    ranks = [torch.load(tmp_path / f"out.{r}", weights_only=False) for r in range(2)]
+    for r in ranks:
+        assert r["stats"]["images"] == 4
+        assert r["stats"]["loss"] == pytest.approx(single["stats"]["loss"], rel=1e-6)
+        torch.testing.assert_close(r["memory"], single["memory"], atol=1e-6, rtol=0)
+        for key, grad in single["grads"].items():   # float noise only: 1e-5 of each tensor's scale
+            assert float((r["grads"][key] - grad).abs().max()) <= 1e-5 * float(grad.abs().max()) + 1e-9, key
+    assert torch.equal(ranks[0]["memory"], ranks[1]["memory"])
+
+
+def test_train_driver_script(fake_root, tmp_path):
+    """TrainNeMo.sh with the demo preset on CPU trains, writes the final checkpoint, and a
+    second run resumes (nothing left to do)."""
+    env = dict(os.environ, DATAROOT=str(fake_root), EXPROOT=str(tmp_path), PRESET="demo", TOTAL_EPOCHS="1",
+               BATCH_SIZE="4", CATEGORIES="all", NEMOPOSE_PYTHON=sys.executable, GPUS="",
+               EXTRA_ARGS="--light-widths 8,16,32,32,64 --max-group 8")
+    for _ in range(2):
+        proc = subprocess.run(["bash", str(REPO / "TrainNeMo.sh")], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (tmp_path / "NeMo_single" / "saved_model_car_00.pth").is_file()
+    assert "already trained" in proc.stderr

@@ -18,6 +18,7 @@ SYNTHETIC_SIZE="${SYNTHETIC_SIZE:-demo}"            # tiny | demo
 IMAGE_SCALE="${IMAGE_SCALE:-auto}"                  # auto = 1 for real data, 0.5 for synthetic
 OVERWRITE="${OVERWRITE:-no}"                        # yes | no: redo finished work
 SEED="${SEED:-0}"                                   # seed of the synthetic dataset
+KP_WEIGHTS="${KP_WEIGHTS:-original}"                # original (as NeMo) | normal: 3D kp_weights
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/code/env.sh"
 
@@ -42,4 +43,5 @@ exec "$PY" -m nemopose.data.prepare \
     --synthetic-size "$SYNTHETIC_SIZE" \
     --image-scale "$IMAGE_SCALE" \
     --seed "$SEED" \
+    --kp-weights "$KP_WEIGHTS" \
     "${flags[@]}"

@@ -153,12 +153,11 @@ def test_real_sample_annotation_has_our_keys(shared_data):
 
     sample = layout.load_annotation(shared_data / "real" / "nemo_sample_car" / "car_annotation.npz")
     assert sample["box"].shape == (6,) and sample["cropped_kp_list"].shape == (12, 2)
-    rec, _ = _record()
     record = pascal3d.ObjectRecord("n0001", 500, 375, np.array([10.5, 20.25, 300.0, 250.75]), 3,
                                    pascal3d.Viewpoint(1.0, 0.2, 0.0, 6.5, 1.0, 251.0, 180.0, 3000.0),
                                    np.ones(12, np.int64), np.full((12, 2), 100.0))
     geom = crop_geometry(record.bbox, record.viewpoint.principal, 6.5, (375, 500), (256, 672))
-    ours = prepare.annotation_2d(record, "car", geom, None)
+    ours = prepare.annotation_2d(record, geom, None)
     assert set(sample) <= set(ours)
     for key in sample:
         assert np.asarray(ours[key]).shape == np.asarray(sample[key]).shape, key

@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO, TINY_CATEGORIES
 from nemopose import constants, geometry, mesh, render
-from nemopose.data import annotate3d, crop, layout, pascal3d, prepare, synthetic
+from nemopose.data import crop, layout, pascal3d, prepare, synthetic
 
 SCALE = 0.5  # the synthetic default
 

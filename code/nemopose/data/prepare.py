@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,7 +41,7 @@ from tqdm import tqdm
 from .. import constants, mesh
 from ..utils import atomic_write_bytes, atomic_write_json, setup_logging
 from . import annotate3d, layout, synthetic
-from .crop import CROP_CENTERS, CropError, apply_crop, crop_geometry, map_to_crop
+from .crop import CROP_CENTERS, CropError, CropGeometry, apply_crop, crop_geometry, map_to_crop
 from .pascal3d import (KEYPOINT_VISIBLE, ImageReadError, ObjectRecord, OccludedRelease, Pascal3DRelease,
                        RecordError, load_image, load_occluder_mask, load_record)
 
@@ -164,7 +164,7 @@ def _reason_kind(reason: str) -> str:
 # ----------------------------------------------------------------------------- one image
 
 
-def annotation_2d(record: ObjectRecord, category: str, geometry, occ_mask: np.ndarray | None) -> dict[str, Any]:
+def annotation_2d(record: ObjectRecord, geometry: CropGeometry, occ_mask: np.ndarray | None) -> dict[str, Any]:
     """The annotation npz content of SPEC 13 for one cropped image.
 
     Keypoints go through the box-to-box map as (row, col); status 1 stays visible unless the
@@ -218,7 +218,7 @@ def prepare_image(record: ObjectRecord, image_path: Path, category: str, lay: la
     except (ImageReadError, RecordError, CropError) as exc:
         raise SkipImage(str(exc)) from exc
     crop = apply_crop(image, geometry)
-    anno = annotation_2d(record, category, geometry, occ_mask)
+    anno = annotation_2d(record, geometry, occ_mask)
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, format="JPEG", quality=config.jpeg_quality)
     # Annotation first, image last: an image on disk means its annotation is complete.

@@ -273,8 +273,12 @@ def prepare_split(dataroot: Path, release: Pascal3DRelease, category: str, split
     if marker is not None:
         report.count(category, column, "existing", marker["images"])
         return marker["images"]
-    names = release.image_set(category, split)
-    subtypes, subsets = _subtype_groups(release, category, split)
+    try:
+        names = release.image_set(category, split)
+        subtypes, subsets = _subtype_groups(release, category, split)
+    except (FileNotFoundError, ValueError) as exc:   # no image set or subtype list: nothing to do
+        report.skip(category, column, release.image_set_path(category, split), str(exc))
+        return 0
     if subsets is not None:
         names = list(dict.fromkeys(n for group in subsets for n in group))
     n_cad = len(release.cad_model_paths(category)) if release.cad_dir(category).is_dir() else 0

@@ -302,3 +302,28 @@ def test_prepare_data_sh_refuses_and_validates(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2 and "OVERWRITE must be yes or no" in out.stderr
     assert not (tmp_path / "PASCAL3D_train_NeMo").exists()
+
+
+def test_image_subsets_pkl_gives_the_subtype_lists(tmp_path):
+    """NeMo's optional Image_subsets/<cat>_imagenet_<split>.pkl decides the images and the
+    per-subtype lists when present."""
+    import pickle
+
+    root = tmp_path / "data"
+    synthetic.generate(root, ["bus"], synthetic.preset("tiny", occluded=False), progress=False)
+    release = _release(root)
+    names = release.image_set("bus", "train")
+    subtypes = release.subtypes("bus")
+    groups = [[] for _ in subtypes]
+    groups[0], groups[2] = names[:2], names[2:3]              # names[3:] are in no subset: left out
+    (release.root / "Image_subsets").mkdir()
+    with open(release.image_subsets_path("bus", "train"), "wb") as fh:
+        pickle.dump(groups, fh)
+    prepare.run(root, ["bus"], ["single"], occluded=False, synthetic_mode="yes", synthetic_size="tiny",
+                config=prepare.PrepareConfig(progress=False))
+    lay = layout.split_layout(root, "train", "bus")
+    assert layout.read_list(lay.lists / f"{subtypes[0]}.txt") == names[:2]
+    assert layout.read_list(lay.lists / f"{subtypes[2]}.txt") == names[2:3]
+    assert layout.read_list(lay.lists / f"{subtypes[1]}.txt") == []
+    assert sorted(p.stem for p in lay.images.glob("*.JPEG")) == sorted(names[:3])
+    assert sorted(layout.read_list(lay.mesh_list_path("single", 1))) == sorted(names[:3])

@@ -15,6 +15,8 @@ Every other module finds files through these helpers, so the layout is defined o
         lists3D_<single|multi>/<cat><LEVEL>/meshNN.txt
         dataset.json                              provenance (synthetic or real, image scale)
 
+A synthetic release or occluded folder carries ``SYNTHETIC.json`` (:func:`is_synthetic`).
+
 ``<LEVEL>`` is empty for the unoccluded sets and one of FGL1_BGL1, FGL2_BGL2, FGL3_BGL3.
 """
 
@@ -35,6 +37,9 @@ RELEASE_DIR = "PASCAL3D+_release1.1"
 OCCLUDED_DIR = "OccludedPASCAL3D"
 SPLIT_DIRS = {"train": "PASCAL3D_train_NeMo", "val": "PASCAL3D_NeMo", "occ": "PASCAL3D_OCC_NeMo"}
 DATASET_INFO = "dataset.json"
+# Written by the synthetic generator into the release and occluded folders it creates, so
+# that a synthetic dataset is never mistaken for PASCAL3D+ (SPEC 14).
+SYNTHETIC_MARKER = "SYNTHETIC.json"
 
 # Keys every 2D annotation npz carries (SPEC 13); 3D annotations add kp_weights.
 ANNOTATION_KEYS = ("name", "box", "box_ori", "box_obj", "cropped_kp_list", "visible", "azimuth",
@@ -106,6 +111,14 @@ class SplitLayout:
     def mesh_list_path(self, mesh_d: str, mesh_index: int) -> Path:
         return self.lists3d(mesh_d) / f"mesh{mesh_index:02d}.txt"
 
+    def lists3d_azimuth_bins(self, mesh_d: str, mask: str) -> Path:
+        """Unseen-pose lists keeping the azimuth bins of ``mask`` (e.g. ``TFFTTFFT``).
+
+        The folder name ``lists3D_<mesh_d>_azum_<mask>`` is the original tool's, kept so
+        that lists made by the original code are found.
+        """
+        return self.root / f"lists3D_{_check_mesh_d(mesh_d)}_azum_{mask}" / self.folder
+
 
 def split_layout(dataroot: str | os.PathLike, split: str, category: str, occ_level: str = "") -> SplitLayout:
     occ_level = constants.parse_occlusion_level(occ_level)
@@ -120,6 +133,15 @@ def _check_mesh_d(mesh_d: str) -> str:
 
 def release_root(dataroot: str | os.PathLike) -> Path:
     return Path(dataroot) / RELEASE_DIR
+
+
+def occluded_root(dataroot: str | os.PathLike) -> Path:
+    return Path(dataroot) / OCCLUDED_DIR
+
+
+def is_synthetic(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` (a release or occluded folder) carries the synthetic marker."""
+    return (Path(folder) / SYNTHETIC_MARKER).is_file()
 
 
 def cuboid_dir(dataroot: str | os.PathLike, mesh_d: str, category: str) -> Path:
@@ -182,12 +204,16 @@ def load_annotation(path: str | os.PathLike, require_3d: bool = False) -> dict[s
     return anno
 
 
-def save_annotation(path: str | os.PathLike, **fields: Any) -> None:
-    """Write an annotation npz atomically (plain arrays only: no pickled objects)."""
+def save_annotation(path: str | os.PathLike, compressed: bool = False, **fields: Any) -> None:
+    """Write an annotation npz atomically (plain arrays only: no pickled objects).
+
+    ``compressed`` uses ``np.savez_compressed`` (worth it for annotations that carry a
+    full-image ``occ_mask``); :func:`load_annotation` reads both.
+    """
     for key, value in fields.items():
         if isinstance(value, np.ndarray) and value.dtype == object:
             raise ValueError(f"{path}: annotation key {key!r} is an object array")
-    atomic_savez(path, **fields)
+    atomic_savez(path, compressed=compressed, **fields)
 
 
 # ----------------------------------------------------------------------------- provenance

@@ -59,3 +59,20 @@ def test_summary_table():
     t = evaluate.accuracy_table({"car": np.radians([1.0, 50.0])})
     text = evaluate.format_summary({"": t, "FGL1_BGL1": t})
     assert "L0" in text and "FGL1_BGL1" in text
+
+
+def test_summarize_reads_every_level(tmp_path):
+    folder = tmp_path / "Accuracy_single"
+    base = {"occ_level": "", "mesh": 1, "azimuth": 0.0, "elevation": 0.0, "theta": 0.0, "distance": 5.0,
+            "loss": 0.5, "gt_azimuth": 0.0, "gt_elevation": 0.0, "gt_theta": 0.0, "gt_distance": 5.0}
+    evaluate.save_predictions_csv(folder / "predictions_L0.csv",
+                                  [dict(base, category="car", name="a", error_deg=3.0),
+                                   dict(base, category="bus", name="b", error_deg=40.0)])
+    evaluate.save_predictions_csv(folder / "predictions_FGL2_BGL2.csv",
+                                  [dict(base, category="car", name="a", error_deg=12.0)])
+    evaluate.atomic_write_json(folder / "accuracy_L0.json", {"synthetic": True})
+    text = evaluate.summarize(tmp_path, "single")
+    assert "SYNTHETIC" in text and "FGL2_BGL2" in text and "FGL1_BGL1" not in text
+    assert (folder / "summary.json").is_file()
+    last = text.splitlines()[-1].split()
+    assert last[0] == "FGL2_BGL2" and float(last[2]) == 100.0 and float(last[3]) == 0.0

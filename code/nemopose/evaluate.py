@@ -157,3 +157,52 @@ def read_table_json(path: str | os.PathLike) -> dict:
     import json
 
     return json.loads(Path(path).read_text())
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def summarize(exproot: str | os.PathLike, mesh_d: str = "single", levels: Sequence[str] | None = None) -> str:
+    """Tables of every evaluated occlusion level under ``<exproot>/Accuracy_<mesh_d>/`` and
+    a one-line-per-level summary; written to ``summary.txt`` / ``summary.json`` there."""
+    folder = Path(exproot) / f"Accuracy_{mesh_d}"
+    levels = list(levels) if levels else ["L0"] + list(constants.OCCLUSION_LEVELS)
+    tables: dict[str, AccuracyTable] = {}
+    synthetic = False
+    parts = []
+    for level in levels:
+        csv_path = folder / f"predictions_{level}.csv"
+        if not csv_path.is_file():
+            continue
+        tables[level] = accuracy_table(errors_from_rows(load_predictions_csv(csv_path)))
+        meta = folder / f"accuracy_{level}.json"
+        if meta.is_file():
+            synthetic = synthetic or bool(read_table_json(meta).get("synthetic", False))
+        parts.append(format_table(tables[level], f"occlusion {level}"))
+    if not tables:
+        raise FileNotFoundError(f"no predictions_<level>.csv in {folder}; run InferenceNeMo.sh first")
+    tag = "SYNTHETIC data (generated, not PASCAL3D+)" if synthetic else "PASCAL3D+"
+    text = "\n\n".join(parts + [format_summary(tables, f"NeMo ({mesh_d} cuboid), all levels, {tag}")])
+    from .utils import atomic_write_text
+
+    atomic_write_text(folder / "summary.txt", text + "\n")
+    atomic_write_json(folder / "summary.json", {"synthetic": synthetic, "mesh_d": mesh_d,
+                                               "levels": {k: v.as_dict() for k, v in tables.items()}})
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Print the accuracy tables of every evaluated occlusion level.")
+    parser.add_argument("--exproot", default="exp", help="experiment folder (default exp)")
+    parser.add_argument("--mesh-d", default="single", choices=constants.MESH_DIMENSIONS,
+                        help="cuboid type (default single)")
+    parser.add_argument("--levels", nargs="*", default=None, help="levels to include (default: all found)")
+    args = parser.parse_args(argv)
+    print(summarize(args.exproot, args.mesh_d, args.levels))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

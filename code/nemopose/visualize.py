@@ -185,3 +185,72 @@ def save_optimisation_gif(path: str | os.PathLike, image: np.ndarray, verts, fac
     path.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
     return path
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Visualise solved val images of a trained category: PNG (+ GIF) per image."""
+    import argparse
+    import logging
+
+    from . import constants
+    from .checkpoint import experiment_dir
+    from .data import layout
+    from .data.datasets import TestDataset
+    from .inference import InferenceConfig, load_meshes, resolve_checkpoint
+    from .checkpoint import load_network
+    from .pose import SolverConfig
+    from .utils import setup_logging
+
+    p = argparse.ArgumentParser(description="Visualise NeMo pose estimates of val images.")
+    p.add_argument("--dataroot", default="data", help="prepared data folder (default data)")
+    p.add_argument("--exproot", default="exp", help="experiment folder (default exp)")
+    p.add_argument("--category", required=True, help="category, e.g. car")
+    p.add_argument("--mesh-d", default="single", choices=constants.MESH_DIMENSIONS, help="default single")
+    p.add_argument("--occ-level", default="", help="'' (L0, default) or FGL1_BGL1 / FGL2_BGL2 / FGL3_BGL3")
+    p.add_argument("--checkpoint", default="last", help="epoch, 'last' (default) or file")
+    p.add_argument("--names", nargs="*", default=None, help="image ids (default: the first --num images)")
+    p.add_argument("--num", type=int, default=4, help="how many images when --names is not given (default 4)")
+    p.add_argument("--gif", action="store_true", help="also write a GIF of the optimisation")
+    p.add_argument("--out", default=None, help="output folder (default <exproot>/Visualizations_<mesh_d>)")
+    args = p.parse_args(argv)
+    setup_logging()
+    log = logging.getLogger("nemopose.visualize")
+    occ = constants.parse_occlusion_level(args.occ_level)
+    cfg = InferenceConfig(dataroot=args.dataroot, exproot=args.exproot, categories=[args.category],
+                          mesh_d=args.mesh_d, occ_level=occ, checkpoint=args.checkpoint)
+    model, memories, _ = load_network(resolve_checkpoint(cfg, args.category))
+    meshes = {m.index: m for m in load_meshes(cfg, args.category, memories)}
+    dataset = TestDataset(args.dataroot, args.category, occ_level=occ, mesh_d=args.mesh_d, mesh_index=None)
+    wanted = args.names or dataset.names[:args.num]
+    out_dir = Path(args.out or Path(args.exproot) / f"Visualizations_{args.mesh_d}") / f"{args.category}{occ}"
+    split = layout.split_layout(args.dataroot, "val", args.category, occ)
+    tag = " [SYNTHETIC data]" if dataset.info.synthetic else ""
+    for name in wanted:
+        if name not in dataset.names:
+            raise ValueError(f"{name} is not in the {args.category}{occ} val list")
+        item = dataset[dataset.names.index(name)]
+        with torch.no_grad():
+            fmap = model(item["image"][None]).float()
+        m = meshes[item["mesh_index"]]
+        h, w = fmap.shape[2:]
+        solver = MeshPoseSolver(m.verts, m.faces, m.vertex_features, (h, w), constants.RENDER_DISTANCE[args.category],
+                                SolverConfig(record_trajectory=args.gif))
+        res = solver.solve(fmap, m.clutter)
+        pred = {k: float(res[k][0]) for k in ("azimuth", "elevation", "theta", "distance", "loss")}
+        gt = {k: float(item[k]) for k in ("azimuth", "elevation", "theta", "distance")}
+        image = np.asarray(Image.open(split.image_path(name)).convert("RGB"))
+        png = plot_solution(out_dir / f"{name}.png", image, solver, fmap[0], m.clutter, pred, gt,
+                            title=f"{args.category}{occ} {name}{tag}")
+        log.info("wrote %s", png)
+        if args.gif:
+            gif = save_optimisation_gif(out_dir / f"{name}.gif", image, m.verts, m.faces,
+                                        res["trajectory"][0].numpy())
+            log.info("wrote %s", gif)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

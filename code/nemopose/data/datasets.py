@@ -191,7 +191,8 @@ class TestDataset(Dataset):
 
     Each item is a dict: ``image`` float32 ``(3, H, W)``, ``name``, ``azimuth``,
     ``elevation``, ``theta`` (radians), ``distance``, ``principal`` ``(2,)`` (px, py in the
-    original image), ``cad_index`` (1-based), ``mesh_index``; with_vertices adds
+    original image), ``box_obj`` ``(6,)`` (object box in the crop, ``[y0, y1, x0, x1, H, W]``),
+    ``cad_index`` (1-based), ``mesh_index``; with_vertices adds
     ``vertex_pixels`` ``(nV, 2)`` and ``visible`` ``(nV,)``.
     """
 
@@ -228,6 +229,7 @@ class TestDataset(Dataset):
                 "azimuth": float(anno["azimuth"]), "elevation": float(anno["elevation"]),
                 "theta": float(anno["theta"]), "distance": float(anno["distance"]),
                 "principal": torch.as_tensor(np.asarray(anno["principal"], dtype=np.float64)),
+                "box_obj": torch.as_tensor(np.asarray(anno["box_obj"], dtype=np.int64)),
                 "cad_index": int(anno["cad_index"]), "mesh_index": mesh_index}
         if self.with_vertices:
             anno3d = layout.load_annotation(self.layout.annotation3d_path(self.mesh_d, name), require_3d=True)

@@ -195,6 +195,7 @@ def test_exact_resume_after_a_crash(fake_root, tmp_path):
     assert [p.name for _, p in checkpoint.list_checkpoints(exp_b, "car", include_resume=True)] == ["resume_car_01.pth"]
     resumed = T.train(cfg_b)
     assert resumed["epochs_run"] == 2
+    assert sorted(p.name for p in exp_b.glob("*.pth")) == ["saved_model_car_03.pth"]   # resume files cleaned
     a = checkpoint.load_checkpoint(checkpoint.experiment_dir(tmp_path / "a", "single") / "saved_model_car_03.pth")
     b = checkpoint.load_checkpoint(exp_b / "saved_model_car_03.pth")
     assert a["iteration"] == b["iteration"] == 12

@@ -122,7 +122,7 @@ class TrainConfig:
 # synthetic CPU demo (light backbone from random init, small batch, few epochs).
 PRESETS: dict[str, dict[str, Any]] = {
     "faithful": {},
-    "demo": dict(backbone="light", pretrained="random", batch_size=16, total_epochs=40, lr=1e-3,
+    "demo": dict(backbone="light", pretrained="random", batch_size=16, total_epochs=20, lr=1e-3,
                  lr_schedule="cosine", accumulate=1, accumulation="aligned", max_group=64,
                  checkpoint_every=0, save_final=True, resume_every=5, workers=0, cache_images=True,
                  precise_bn=True),
@@ -537,6 +537,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
             if save_now:
                 last_path = exp_dir / checkpoint.checkpoint_name(config.category, epoch)
                 checkpoint.save(last_path, checkpoint_payload(model, banks, optimizer, state, config, epoch))
+                _remove_resume_files(exp_dir, config.category, keep=None)
                 log.info("%s: epoch %d loss %.4f (ce %.4f, clutter %.4f); saved %s", config.category, epoch,
                          stats["loss"], stats["loss_ce"], stats["loss_clutter"], last_path)
             elif resume_now:
@@ -590,10 +591,16 @@ def _save_resume(exp_dir: Path, model, banks, optimizer, state, config, epoch) -
     """Write the rolling resume checkpoint and remove the older ones of this category."""
     path = exp_dir / checkpoint.resume_name(config.category, epoch)
     checkpoint.save(path, checkpoint_payload(model, banks, optimizer, state, config, epoch))
-    for old_epoch, old in checkpoint.list_checkpoints(exp_dir, config.category, include_resume=True):
-        if old.name.startswith("resume_") and old != path:
-            old.unlink(missing_ok=True)
+    _remove_resume_files(exp_dir, config.category, keep=path)
     return path
+
+
+def _remove_resume_files(exp_dir: Path, category: str, keep: Path | None) -> None:
+    """Delete the category's rolling resume checkpoints except ``keep`` (after a newer one
+    was written, so there is always a complete checkpoint on disk)."""
+    for _, old in checkpoint.list_checkpoints(exp_dir, category, include_resume=True):
+        if old.name.startswith("resume_") and old != keep:
+            old.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -48,3 +48,21 @@ def rng() -> np.random.Generator:
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+# ----------------------------------------------------------------------------- data
+
+TINY_CATEGORIES = ["car", "aeroplane", "chair"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataroot(tmp_path_factory) -> Path:
+    """A data root holding the tiny synthetic PASCAL3D+ for TINY_CATEGORIES, fully prepared
+    by the PrepareData pipeline (single and multi meshes, occluded levels, image scale 0.5).
+    Built once per session; tests must not modify it."""
+    from nemopose.data import prepare
+
+    root = tmp_path_factory.mktemp("tiny_synthetic")
+    prepare.run(root, TINY_CATEGORIES, ["single", "multi"], occluded=True, synthetic_mode="yes",
+                synthetic_size="tiny", seed=0, config=prepare.PrepareConfig(progress=False))
+    return root

@@ -5,13 +5,17 @@ For every prepared image and the mesh it uses (single: mesh 01; multi: its CAD i
 1. Project every mesh vertex into the original image with the PASCAL3D+ camera
    (:func:`nemopose.geometry.project_points`) and truncate to integer pixels (the original
    casts with ``astype(int32)``; SPEC's "round" is this truncation).
-2. Visibility (:func:`zbuffer_visibility`): z-buffer the mesh's triangles over the whole
-   original image with :func:`nemopose.render.rasterize`, the depth being the vertex's
-   camera distance normalised to [0, 1] over the mesh and interpolated affinely in the
-   image (as the original's per-triangle plane fit); a vertex is visible when the buffer
-   at its (clamped) pixel holds its own distance to within 1e-3, and its unclamped pixel
-   lies inside the object's original bbox. :func:`zbuffer_visibility_reference` is the
-   original's per-triangle loop, kept as the slow reference for tests and benchmarks.
+2. Visibility (:func:`zbuffer_visibility`): z-buffer the mesh's triangles over the
+   original image, the depth being the vertex's camera distance normalised to [0, 1] over
+   the mesh and interpolated as the plane through each triangle's corners; a vertex is
+   visible when the buffer at its (clamped) pixel holds its own distance to within 1e-3,
+   and its unclamped pixel lies inside the object's original bbox. Only the buffer at the
+   vertex pixels is needed, so only those pixels are evaluated (vectorised in torch). By
+   default the pixels a triangle covers are the original's (its quirks included), which
+   makes the result identical to the original's per-triangle loop
+   (:func:`zbuffer_visibility_reference`, kept for tests and the benchmark); the
+   rasteriser's pixel-centre rule is an option, and :func:`zbuffer_visibility_raster`
+   computes it by rasterising the whole image with :func:`nemopose.render.rasterize`.
 3. Map the vertex pixels into the crop with the box-to-box map of 6.1
    (:func:`nemopose.data.crop.map_to_crop`) and clamp them into the crop.
 4. ``kp_weights = |cos|`` between a per-vertex direction and the direction to the camera
@@ -106,26 +110,47 @@ def _ragged(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return owner, torch.arange(owner.numel()) - start.index_select(0, owner)
 
 
+COVERAGES = ("original", "centre")
+
+
+def original_coverage(w: torch.Tensor) -> torch.Tensor:
+    """Quirk of the original z-buffer's inclusion test: a pixel belongs to a triangle when
+    ``|A - (A1 + A2 + A3)| < 3`` (areas in pixels; A1..A3 the triangles it makes with the
+    edges), i.e. pixels up to ``3 / edge length`` outside an edge count too.
+
+    Args:
+        w: (N, 3) edge functions (twice the signed sub-triangle areas).
+    Returns:
+        (N,) bool.
+    """
+    return (w.abs().sum(1) - w.sum(1).abs()) < 2 * 3
+
+
 def zbuffer_at_pixels(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarray,
-                      cell: int | None = None) -> np.ndarray:
+                      coverage: str = "original", cell: int | None = None) -> np.ndarray:
     """The z-buffer of the mesh's triangles read at the vertices' own pixels.
 
-    Equivalent to rasterising the whole image (:func:`zbuffer_visibility_raster`) and
-    reading the buffer at the vertex pixels, but only those pixels are evaluated: vertex
-    pixels are bucketed into ``cell`` x ``cell`` tiles (default: the median triangle size, so a
-    triangle overlaps a few tiles holding a few vertices each, at any image scale), each
-    triangle visits the vertices in the tiles its bounding box overlaps, and the nearest covering depth per vertex is kept
-    by a scatter-min. Inclusion uses exact integer edge functions (vertex positions and
-    samples are both integer pixels): a point on an edge or corner is inside, as for the
-    rasteriser's pixel centres.
+    Equivalent to z-buffering the whole image and reading it at the vertex pixels, but
+    only those pixels are evaluated: vertex pixels are bucketed into ``cell`` x ``cell``
+    tiles (default: the median triangle size, so a triangle overlaps a few tiles holding a
+    few vertices each at any image scale), each triangle visits the vertices in the tiles
+    its bounding box overlaps, and the nearest covering depth per vertex is kept by a
+    scatter-min. Edge functions are exact (vertices and samples are integer pixels); the
+    depth is the plane through the triangle's three (row, col, depth) vertices.
 
     Args:
         pixels_rc: (V, 2) int (row, col), already clamped into the image.
         depth: (V,) per-vertex values interpolated affinely over each triangle.
         faces: (F, 3) the triangles to draw.
+        coverage: ``original``: the original loop's pixels, i.e. its integer bounding box
+            ``[r0, r1) x [c0, c1)`` (the last row and column are never written, a quirk)
+            and :func:`original_coverage`; ``centre``: pixels inside or on the triangle
+            (the rasteriser's pixel-centre rule; :func:`zbuffer_visibility_raster`).
     Returns:
         (V,) float64 buffer value at each vertex pixel; 0 where no triangle covers it.
     """
+    if coverage not in COVERAGES:
+        raise ValueError(f"coverage must be one of {COVERAGES}, got {coverage!r}")
     pix = torch.from_numpy(np.asarray(pixels_rc, dtype=np.int64))
     faces_t = torch.from_numpy(np.asarray(faces, dtype=np.int64))
     n_verts = len(pix)
@@ -142,35 +167,40 @@ def zbuffer_at_pixels(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarra
         per_tile = torch.bincount(tile, minlength=n_tile_rows * n_tile_cols)
         tile_start = torch.cumsum(per_tile, 0) - per_tile
         # (triangle, tile) pairs for every tile a triangle's bounding box overlaps.
+        # (Triangle corners are vertex pixels, so every tile index is in range.)
         tlo = lo // cell
         span = hi // cell - tlo + 1                                                      # (F, 2) tiles
-        # (Triangle corners are vertex pixels, so every tile index is in range.)
         face_of, k = _ragged(span[:, 0] * span[:, 1])
         tile_r = tlo[face_of, 0] + torch.div(k, span[face_of, 1], rounding_mode="floor")
         tile_c = tlo[face_of, 1] + k % span[face_of, 1]
         tile_id = tile_r * n_tile_cols + tile_c
-        # (triangle, vertex) candidates: every vertex in those tiles.
+        # (triangle, vertex) candidates: every vertex in those tiles, kept when in the box.
         pair, k = _ragged(per_tile.index_select(0, tile_id))
         f_idx = face_of.index_select(0, pair)
         v_idx = order.index_select(0, tile_start.index_select(0, tile_id.index_select(0, pair)) + k)
         q = pix.index_select(0, v_idx)
-        in_box = ((q >= lo.index_select(0, f_idx)) & (q <= hi.index_select(0, f_idx))).all(1)
-        f_idx, v_idx = f_idx[in_box], v_idx[in_box]
-        # Edge functions w_i = (p_j - q) x (p_k - q): exact for integer coordinates.
+        f_lo, f_hi = lo.index_select(0, f_idx), hi.index_select(0, f_idx)
+        in_box = (q >= f_lo) & ((q < f_hi) if coverage == "original" else (q <= f_hi))
+        keep = in_box.all(1)
+        f_idx, v_idx = f_idx[keep], v_idx[keep]
+        # Edge functions w_i = (p_j - q) x (p_k - q), i.e. twice the signed sub-areas.
         d = (tri.index_select(0, f_idx) - pix.index_select(0, v_idx)[:, None, :]).double()  # (N, 3, 2)
         j, k3 = [1, 2, 0], [2, 0, 1]
         w = d[:, j, 0] * d[:, k3, 1] - d[:, k3, 0] * d[:, j, 1]                           # (N, 3)
         area2 = w.sum(1)
-        inside = (area2 != 0) & ((w >= 0).all(1) | (w <= 0).all(1))
+        if coverage == "original":
+            inside = (area2 != 0) & original_coverage(w)
+        else:
+            inside = (area2 != 0) & ((w >= 0).all(1) | (w <= 0).all(1))
         z = torch.from_numpy(np.asarray(depth, dtype=np.float64))
-        values = (w * z[faces_t.index_select(0, f_idx)]).sum(1) / area2                 # barycentric depth
+        values = (w * z[faces_t.index_select(0, f_idx)]).sum(1) / area2                 # plane through the corners
         values = torch.where(inside, values, torch.full_like(values, math.inf))
         out.scatter_reduce_(0, v_idx, values, reduce="amin")
     return torch.where(torch.isfinite(out), out, torch.zeros_like(out)).numpy()
 
 
 def zbuffer_visibility(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarray, image_hw: tuple[int, int],
-                       tolerance: float = VISIBILITY_TOLERANCE) -> np.ndarray:
+                       tolerance: float = VISIBILITY_TOLERANCE, coverage: str = "original") -> np.ndarray:
     """Front-most test of every vertex at its own pixel (the fast default).
 
     Pixels are clamped into the image first (vertices outside it land on the border, as
@@ -178,11 +208,9 @@ def zbuffer_visibility(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarr
     (:func:`original_skipped_triangles`); the buffer is read at each vertex's pixel with
     :func:`zbuffer_at_pixels` (0 where nothing covers it, as the original); the vertex is
     visible when the buffer holds its own normalised distance to within ``tolerance``.
-
-    Differences to the original loop (:func:`zbuffer_visibility_reference`): the original
-    tests inclusion with a 3-pixel area tolerance and never writes the last row and
-    column of a triangle's bounding box; here a pixel belongs to a triangle when it is
-    inside or on it. The benchmark reports how often the two disagree.
+    With ``coverage="original"`` this is exactly the original loop
+    (:func:`zbuffer_visibility_reference`); ``"centre"`` equals rasterising the image
+    (:func:`zbuffer_visibility_raster`).
 
     Args:
         pixels_rc: (V, 2) int (row, col) vertex pixels in the original image.
@@ -196,13 +224,14 @@ def zbuffer_visibility(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarr
     pix = np.clip(pixels_rc, 0, [height - 1, width - 1])
     faces = np.asarray(faces, dtype=np.int64)
     drawn = faces[~original_skipped_triangles(pix, faces)]
-    return np.abs(depth - zbuffer_at_pixels(pix, depth, drawn)) < tolerance
+    return np.abs(depth - zbuffer_at_pixels(pix, depth, drawn, coverage)) < tolerance
 
 
 def zbuffer_visibility_raster(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarray,
                               image_hw: tuple[int, int], tolerance: float = VISIBILITY_TOLERANCE) -> np.ndarray:
-    """:func:`zbuffer_visibility` by rasterising the whole original image with
-    :func:`render.rasterize` (SPEC 5); same result, several times slower. Same contract.
+    """:func:`zbuffer_visibility` with ``coverage="centre"``, by rasterising the whole
+    original image with :func:`render.rasterize` (SPEC 5); several times slower. Same
+    contract.
 
     The rasteriser samples pixel (r, c) at its centre, so vertex (r, c) is placed at
     (c + 0.5, r + 0.5): the samples are then exactly the integer vertex positions, and its
@@ -231,7 +260,7 @@ def zbuffer_visibility_reference(pixels_rc: np.ndarray, depth: np.ndarray, faces
     Per triangle: its integer bounding box ``[r0, r1) x [c0, c1)`` (end-exclusive, so the
     last row and column are never written), inclusion by the area test
     ``|A - (A1 + A2 + A3)| < 3``, depth by the plane through its three (row, col, depth)
-    vertices, kept where smaller than the buffer; pixels never written read 0.
+    vertices, kept where smaller than the (float32) buffer; pixels never written read 0.
     """
     height, width = int(image_hw[0]), int(image_hw[1])
     inf = 1e10
@@ -400,14 +429,18 @@ class Annotate3DConfig:
     Attributes:
         weights: ``original`` (sphere-fit directions, camera at -C) or ``normal``
             (outward normals, true camera direction).
-        zbuffer: ``points`` (fast, :func:`zbuffer_visibility`), ``rasterize`` (same result
-            by rasterising the whole image) or ``reference`` (the original's loop; slow).
+        zbuffer: ``points`` (fast, :func:`zbuffer_visibility`), ``rasterize`` (the whole
+            image through ``render.rasterize``; implies centre coverage) or ``reference``
+            (the original's loop; slow).
+        coverage: pixels a triangle covers in the ``points`` z-buffer: ``original``
+            (identical to the original loop) or ``centre`` (the rasteriser's rule).
         tolerance: visibility tolerance on normalised distances.
         overwrite: redo existing outputs.
     """
 
     weights: str = "original"
     zbuffer: str = "points"
+    coverage: str = "original"
     tolerance: float = VISIBILITY_TOLERANCE
     overwrite: bool = False
 
@@ -416,6 +449,8 @@ class Annotate3DConfig:
             raise ValueError(f"weights must be one of {WEIGHT_MODES}, got {self.weights!r}")
         if self.zbuffer not in ZBUFFERS:
             raise ValueError(f"zbuffer must be one of {ZBUFFERS}, got {self.zbuffer!r}")
+        if self.coverage not in COVERAGES:
+            raise ValueError(f"coverage must be one of {COVERAGES}, got {self.coverage!r}")
 
 
 @dataclass(frozen=True)
@@ -449,9 +484,11 @@ def annotate_vertices(anno: dict[str, Any], target: MeshForAnnotation,
     camera = camera_position(anno)
     depth = normalised_distances(target.verts, camera)
     image_hw = (int(anno["height"]), int(anno["width"]))
-    zbuffer: Callable = {"points": zbuffer_visibility, "rasterize": zbuffer_visibility_raster,
-                         "reference": zbuffer_visibility_reference}[config.zbuffer]
-    visible = zbuffer(pixels, depth, target.faces, image_hw, config.tolerance)
+    if config.zbuffer == "points":
+        visible = zbuffer_visibility(pixels, depth, target.faces, image_hw, config.tolerance, config.coverage)
+    else:
+        zbuffer = zbuffer_visibility_raster if config.zbuffer == "rasterize" else zbuffer_visibility_reference
+        visible = zbuffer(pixels, depth, target.faces, image_hw, config.tolerance)
     visible &= inside_box(pixels, anno["box_ori"])
     box_obj = np.asarray(anno["box_obj"]).astype(np.int32)
     crop = map_to_crop(pixels, anno["box_ori"], anno["box_obj"])

@@ -22,12 +22,14 @@ Points move from the original image to the crop by the per-axis linear map that 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 
+OBJECT_DISTANCE = 5.0  # crops show every object at the size it has at distance 5 (r = d / 5)
 FALLBACK_OBJECT_SIZE = 224  # r = 224 / min(bbox h, w) when the distance gives r <= 0
 
 
@@ -194,3 +196,32 @@ def map_to_crop(points_rc: np.ndarray, box_ori: np.ndarray, box_obj: np.ndarray)
         raise CropError(f"empty original box {ori[:4].tolist()}")
     return (np.asarray(points_rc, dtype=np.float64) - lo_ori) * (size_obj / size_ori) + lo_obj
 
+
+
+def render_distance_for_crop(crop_hw: tuple[int, int], image_scale: float = 1.0, viewport: float = 3000.0,
+                             focal: float = 1.0, downsample: int = 8, fov_degrees: float = 12.0) -> float:
+    """Distance at which the pose solver's render camera shows an object at the size the
+    prepared crop shows it (the data-camera / render-camera relation).
+
+    The data camera has focal length ``M f`` pixels in the original image; the crop
+    rescales by ``r = s d / 5`` (s = ``image_scale``), so in feature-map cells an object at
+    distance d is projected with scale ``M f r / (8 d) = M f s / 40`` per CAD unit, the
+    same for every d (that is what the normalisation is for). The render camera (field of
+    view 12 degrees over ``S = max(H_c, W_c) / 8`` cells, focal ``f_r = (S / 2) / tan 6``)
+    gives ``f_r / d_r``. Equal when
+
+        ``d_r = 40 f_r / (M f s) = 5 * downsample * f_r / (M * f * s)``
+
+    e.g. car 256 x 672 at scale 1: S = 84, f_r = 399.6, d_r = 5.33 (the solver starts at 5
+    and optimises the distance freely). Both cameras put the principal point at the crop's
+    centre (to within a crop pixel: the window is centred on ``int(p r)``) and share the
+    angles, so vertex pixels / 8 agree with the render projection at (a, e, theta, d_r) up
+    to the perspective difference between depths d and d_r (small: ~0.1 cell at d ~ 5)
+    and the integer truncations of the pipeline.
+
+    Args:
+        crop_hw: (H_c, W_c) crop size (``layout.scaled_image_size(cat, image_scale)``).
+    """
+    side = max(crop_hw) / downsample
+    focal_render = (side / 2) / math.tan(math.radians(fov_degrees) / 2)
+    return OBJECT_DISTANCE * downsample * focal_render / (viewport * focal * image_scale)

@@ -15,6 +15,8 @@ Every other module finds files through these helpers, so the layout is defined o
         lists3D_<single|multi>/<cat><LEVEL>/meshNN.txt
         dataset.json                              provenance (synthetic or real, image scale)
 
+A synthetic release or occluded folder carries ``SYNTHETIC.json`` (:func:`is_synthetic`).
+
 ``<LEVEL>`` is empty for the unoccluded sets and one of FGL1_BGL1, FGL2_BGL2, FGL3_BGL3.
 """
 

@@ -210,7 +210,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()  # force the full decode: a truncated JPEG fails here, not later
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))
     except FileNotFoundError as exc:
         raise ImageReadError(f"{path}: image file does not exist") from exc
     except (OSError, ValueError, Image.DecompressionBombError) as exc:

@@ -21,6 +21,7 @@ and ends with a summary table (also written to ``<dataroot>/prepare_summary.json
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -28,18 +29,19 @@ import shutil
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
 from .. import constants, mesh
 from ..utils import atomic_write_bytes, atomic_write_json, setup_logging
 from . import annotate3d, layout, synthetic
-from .crop import CROP_CENTERS, CropError, apply_crop, crop_geometry, map_to_crop
+from .crop import CROP_CENTERS, CropError, CropGeometry, apply_crop, crop_geometry, map_to_crop
 from .pascal3d import (KEYPOINT_VISIBLE, ImageReadError, ObjectRecord, OccludedRelease, Pascal3DRelease,
                        RecordError, load_image, load_occluder_mask, load_record)
 
@@ -73,6 +75,9 @@ class PrepareConfig:
         azimuth_bins: optional unseen-pose mask (e.g. ``TFFTTFFT``) for extra lists3D.
         jpeg_quality: of the saved crops.
         progress: show tqdm bars.
+        threads: torch intra-op threads while preparing (its tensors are small: one thread
+            is as fast on an idle machine and many times faster on a busy one, where
+            OpenMP threads wait for each other; 0 keeps torch's setting).
     """
 
     image_scale: float = 1.0
@@ -83,6 +88,7 @@ class PrepareConfig:
     azimuth_bins: str | None = None
     jpeg_quality: int = JPEG_QUALITY
     progress: bool = True
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if not self.image_scale > 0:
@@ -148,7 +154,7 @@ class Report:
 def _reason_kind(reason: str) -> str:
     """A short class of a skip reason for the summary line."""
     for key in ("zero distance", "cannot decode image", "image file does not exist", "missing or malformed field",
-                "cannot read .mat", "annotation file does not exist", "OFF", "no cuboid", "outside",
+                "cannot read .mat", "annotation file does not exist", ".off", "no cuboid", "outside",
                 "occluder"):
         if key in reason:
             return key
@@ -158,7 +164,7 @@ def _reason_kind(reason: str) -> str:
 # ----------------------------------------------------------------------------- one image
 
 
-def annotation_2d(record: ObjectRecord, category: str, geometry, occ_mask: np.ndarray | None) -> dict[str, Any]:
+def annotation_2d(record: ObjectRecord, geometry: CropGeometry, occ_mask: np.ndarray | None) -> dict[str, Any]:
     """The annotation npz content of SPEC 13 for one cropped image.
 
     Keypoints go through the box-to-box map as (row, col); status 1 stays visible unless the
@@ -212,7 +218,7 @@ def prepare_image(record: ObjectRecord, image_path: Path, category: str, lay: la
     except (ImageReadError, RecordError, CropError) as exc:
         raise SkipImage(str(exc)) from exc
     crop = apply_crop(image, geometry)
-    anno = annotation_2d(record, category, geometry, occ_mask)
+    anno = annotation_2d(record, geometry, occ_mask)
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, format="JPEG", quality=config.jpeg_quality)
     # Annotation first, image last: an image on disk means its annotation is complete.
@@ -267,8 +273,12 @@ def prepare_split(dataroot: Path, release: Pascal3DRelease, category: str, split
     if marker is not None:
         report.count(category, column, "existing", marker["images"])
         return marker["images"]
-    names = release.image_set(category, split)
-    subtypes, subsets = _subtype_groups(release, category, split)
+    try:
+        names = release.image_set(category, split)
+        subtypes, subsets = _subtype_groups(release, category, split)
+    except (FileNotFoundError, ValueError) as exc:   # no image set or subtype list: nothing to do
+        report.skip(category, column, release.image_set_path(category, split), str(exc))
+        return 0
     if subsets is not None:
         names = list(dict.fromkeys(n for group in subsets for n in group))
     n_cad = len(release.cad_model_paths(category)) if release.cad_dir(category).is_dir() else 0
@@ -507,6 +517,18 @@ def _check_dataset_info(dataroot: Path, info: layout.DatasetInfo, overwrite: boo
                 f"image_scale={info.image_scale}. Use OVERWRITE=yes or another DATAROOT.")
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch intra-op threads (0: unchanged), then restore."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(dataroot: str | Path, categories: list[str], mesh_dims: list[str], occluded: bool = True,
         synthetic_mode: str = "auto", synthetic_size: str = "demo", seed: int = 0,
         image_scale: float | None = None, config: PrepareConfig | None = None) -> Report:
@@ -517,9 +539,15 @@ def run(dataroot: str | Path, categories: list[str], mesh_dims: list[str], occlu
     Returns:
         the :class:`Report` (also written to ``<dataroot>/prepare_summary.json``).
     """
-    dataroot = Path(dataroot)
-    start = time.time()
     config = config or PrepareConfig()
+    with torch_threads(config.threads):
+        return _run(Path(dataroot), categories, mesh_dims, occluded, synthetic_mode, synthetic_size, seed,
+                    image_scale, config)
+
+
+def _run(dataroot: Path, categories: list[str], mesh_dims: list[str], occluded: bool, synthetic_mode: str,
+         synthetic_size: str, seed: int, image_scale: float | None, config: PrepareConfig) -> Report:
+    start = time.time()
     use_synthetic = resolve_source(dataroot, synthetic_mode)
     scale = image_scale if image_scale is not None else (0.5 if use_synthetic else 1.0)
     config = replace(config, image_scale=scale)
@@ -550,8 +578,10 @@ def run(dataroot: str | Path, categories: list[str], mesh_dims: list[str], occlu
                "kp_weights": config.annotate.weights, "keep_zero_distance": config.keep_zero_distance})
     _check_dataset_info(dataroot, info, config.overwrite)
     for split_dir in layout.SPLIT_DIRS.values():
-        if split_dir != layout.SPLIT_DIRS["occ"] or levels:
-            layout.save_dataset_info(dataroot / split_dir, info)
+        folder = dataroot / split_dir
+        if (split_dir != layout.SPLIT_DIRS["occ"] or levels) and (
+                not (folder / layout.DATASET_INFO).is_file() or layout.load_dataset_info(folder) != info):
+            layout.save_dataset_info(folder, info)
 
     report = Report()
     for category in categories:
@@ -615,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--azimuth-bins", default=None,
                         help="also write unseen-pose lists3D for this azimuth mask, e.g. TFFTTFFT (default: none)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars (default: show)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads while preparing; 0 = torch's default (default: 1, fastest here)")
     args = parser.parse_args(argv)
     setup_logging()
     try:
@@ -626,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         config = PrepareConfig(
             crop_center=args.crop_center, keep_zero_distance=args.keep_zero_distance, overwrite=args.overwrite,
             annotate=annotate3d.Annotate3DConfig(weights=args.kp_weights), azimuth_bins=args.azimuth_bins,
-            progress=not args.no_progress)
+            progress=not args.no_progress, threads=args.threads)
         run(args.dataroot, constants.parse_categories(args.categories), mesh_dims, occluded=not args.no_occluded,
             synthetic_mode=args.synthetic, synthetic_size=args.synthetic_size, seed=args.seed, image_scale=scale,
             config=config)

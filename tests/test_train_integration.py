@@ -13,7 +13,8 @@ from nemopose.data.datasets import TestDataset
 def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     assert prepare.main(["--dataroot", str(root), "--categories", "car", "--mesh-dimensions", "single multi",
-                         "--synthetic", "yes", "--synthetic-size", "tiny", "--no-progress"]) == 0
+                         "--synthetic", "yes", "--synthetic-size", "tiny", "--no-progress",
+                         "--azimuth-bins", "TTTTFFFF"]) == 0
     return root
 
 
@@ -45,3 +46,17 @@ def test_multi_mesh_training_on_prepared_data(tiny_root, tmp_path):
         assert fmap.shape == (1, 128) + tuple(s // 8 for s in item["image"].shape[1:])
     scores = feature_quality.evaluate_category(tiny_root, tmp_path, "car", mesh_d="multi")
     assert scores["images"] == len(TestDataset(tiny_root, "car", mesh_d="multi", mesh_index=None))
+
+
+def test_unseen_pose_lists(tiny_root, tmp_path):
+    """--azimuth-bins trains on lists3D_<mesh_d>_azum_<mask> and saves to NeMo_<mesh_d>_azum_<mask>."""
+    lay = layout.split_layout(tiny_root, "train", "car")
+    unseen = layout.read_list(lay.lists3d_azimuth_bins("single", "TTTTFFFF") / "mesh01.txt")
+    full = layout.read_list(lay.mesh_list_path("single", 1))
+    assert set(unseen) < set(full) and unseen     # the mask keeps some images, not all
+    cfg = T.TrainConfig(dataroot=str(tiny_root), exproot=str(tmp_path), category="car", azimuth_bins="TTTTFFFF",
+                        backbone="light", pretrained="random", light_widths=(8, 16, 32, 32, 64), batch_size=2,
+                        total_epochs=1, max_group=8, checkpoint_every=0, save_final=True, resume_every=0, workers=0)
+    out = T.train(cfg)
+    assert out["history"][0]["images"] == len(unseen)
+    assert out["checkpoint"].parent.name == "NeMo_single_azum_TTTTFFFF"

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from . import checkpoint, constants, distributed
 from .bank import FeatureBank, nemo_loss
 from .data import layout
-from .data.datasets import TrainingDataset
+from .data.datasets import TrainingDataset, mesh_list_path
 from .distributed import DistContext
 from .mesh import load_off
 from .model import STRIDE, NeMoNet, recalibrate_batchnorm, sample_clutter_index, vertex_cell_index
@@ -66,6 +66,7 @@ class TrainConfig:
     exproot: str = "./exp"
     category: str = "car"
     mesh_d: str = "single"
+    azimuth_bins: str = ""                # unseen-pose setting, e.g. 'TFFTTFFT' (the original's azum_sel)
     # network
     backbone: str = "resnetext"           # 'light' for CPU demos only
     pretrained: str = "imagenet"          # 'imagenet' (local torch cache) | 'random' | path
@@ -129,7 +130,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Checkpoint fields that must match to resume (they define the network and the banks).
-_RESUME_KEYS = ("backbone", "d_feature", "light_widths", "light_norm", "num_noise", "max_group", "mesh_d", "category")
+_RESUME_KEYS = ("backbone", "d_feature", "light_widths", "light_norm", "num_noise", "max_group", "mesh_d", "category",
+                "azimuth_bins")
 
 
 # ----------------------------------------------------------------------------- quirks
@@ -255,14 +257,15 @@ def build_meshes(config: TrainConfig, ctx: DistContext) -> tuple[list[MeshData],
     meshes = []
     for i, mesh_path in enumerate(mesh_paths, start=1):
         num_vertices = load_off(mesh_path)[0].shape[0]
-        list_path = split.mesh_list_path(config.mesh_d, i)
+        list_path = mesh_list_path(split, config.mesh_d, i, config.azimuth_bins)
         if not list_path.is_file() or not layout.read_list(list_path):
             # As the original: a mesh without training images keeps its (initial) bank.
             log.warning("%s mesh%02d: no training images (%s); its bank stays untrained", config.category, i, list_path)
             meshes.append(MeshData(i, num_vertices, None, None))
             continue
         dataset = TrainingDataset(config.dataroot, config.category, config.mesh_d, i,
-                                  vertex_weights=config.vertex_weights, cache_images=config.cache_images)
+                                  vertex_weights=config.vertex_weights, cache_images=config.cache_images,
+                                  azimuth_bins=config.azimuth_bins)
         if dataset.num_vertices != num_vertices:
             raise ValueError(f"{list_path}: annotations have {dataset.num_vertices} vertices but {mesh_path} has "
                              f"{num_vertices}; re-run the preparation for this mesh")
@@ -464,7 +467,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
     config.validate()
     ctx = ctx or DistContext()
     device = ctx.device
-    exp_dir = checkpoint.experiment_dir(config.exproot, config.mesh_d)
+    exp_dir = checkpoint.experiment_dir(config.exproot, config.mesh_d, config.azimuth_bins)
     log_path = exp_dir / f"train_log_{config.category}.jsonl"
     if config.separate_bank:
         log.info("--separate-bank has no effect: every rank keeps its own identical copy of the banks")
@@ -627,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", default="all",
                    help="'all' (every category with prepared training data), or names separated by ',' or ' '")
     p.add_argument("--mesh-d", dest="mesh_d", default=f.mesh_d, choices=constants.MESH_DIMENSIONS, help="cuboid meshes")
+    p.add_argument("--azimuth-bins", dest="azimuth_bins", default=S,
+                   help="unseen-pose setting: train on lists3D_<mesh_d>_azum_<MASK> (e.g. TFFTTFFT, from "
+                        "PrepareData's --azimuth-bins); checkpoints go to NeMo_<mesh_d>_azum_<MASK>/ (default: off)")
     p.add_argument("--preset", default="faithful", choices=sorted(PRESETS),
                    help="faithful: the original's settings; demo: light backbone from random init for the "
                         f"synthetic CPU demo ({PRESETS['demo']})")

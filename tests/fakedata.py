@@ -24,8 +24,9 @@ EXTENTS = {"car": ((-0.18, 0.18), (-0.44, 0.43), (-0.17, 0.12)),
 def _annotation(name, kp, visible, weights, pose, image_size, cad_index):
     h, w = image_size
     a, e, t, d = pose
+    (y0, x0), (y1, x1) = kp.min(0).astype(int), kp.max(0).astype(int) + 1
     return dict(name=name, box=np.array([0, h, 0, w, h, w]), box_ori=np.array([0, h, 0, w, h, w]),
-                box_obj=np.array([h // 4, 3 * h // 4, w // 4, 3 * w // 4, h, w]),
+                box_obj=np.array([y0, y1, x0, x1, h, w]),
                 cropped_kp_list=kp.astype(np.float32), visible=visible.astype(np.int32),
                 azimuth=a, elevation=e, theta=t, distance=d, focal=1.0,
                 principal=np.array([w / 2, h / 2]), viewport=3000.0, height=h, width=w,

@@ -157,3 +157,20 @@ def test_original_checkpoint_loads_with_same_features(resnetext, tmp_path):
     bad["module.net.mystery.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="mystery"):
         M.from_original_state_dict(bad)
+
+
+def test_precise_batchnorm_matches_training_statistics():
+    """After re-estimating BN statistics on a batch, eval-mode features of that batch match
+    the training-mode (batch statistics) ones up to the unbiased-variance factor n/(n-1);
+    with the initial statistics they are far off."""
+    torch.manual_seed(0)
+    net = M.NeMoNet("light", pretrained="random", light_widths=(8, 16, 32, 32, 64))
+    images = torch.randn(8, 3, 128, 192) * 2 + 1
+    with torch.no_grad():
+        train_out = net.train()(images)
+        before = float((net.eval()(images) - train_out).abs().max())
+        assert M.recalibrate_batchnorm(net, [images]) == 14
+        assert not net.training
+        after = float((net(images) - train_out).abs().max())
+    assert before > 0.1 and after < 0.02 and after < before / 10, (before, after)
+    assert all(m.momentum == 0.1 for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))

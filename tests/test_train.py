@@ -195,6 +195,7 @@ def test_exact_resume_after_a_crash(fake_root, tmp_path):
     assert [p.name for _, p in checkpoint.list_checkpoints(exp_b, "car", include_resume=True)] == ["resume_car_01.pth"]
     resumed = T.train(cfg_b)
     assert resumed["epochs_run"] == 2
+    assert sorted(p.name for p in exp_b.glob("*.pth")) == ["saved_model_car_03.pth"]   # resume files cleaned
     a = checkpoint.load_checkpoint(checkpoint.experiment_dir(tmp_path / "a", "single") / "saved_model_car_03.pth")
     b = checkpoint.load_checkpoint(exp_b / "saved_model_car_03.pth")
     assert a["iteration"] == b["iteration"] == 12
@@ -300,3 +301,49 @@ def test_train_driver_script(fake_root, tmp_path):
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (tmp_path / "NeMo_single" / "saved_model_car_00.pth").is_file()
     assert "already trained" in proc.stderr
+
+
+def test_feature_quality_after_training(fake_root, tmp_path):
+    """Trained features find their own vertex far more often than chance (k/nV), and the CLI
+    prints the table."""
+    from nemopose import feature_quality
+    T.train(_config(fake_root, tmp_path, total_epochs=8, accumulate=1, accumulation="aligned", lr=3e-3,
+                    precise_bn=True))
+    scores = feature_quality.evaluate_category(fake_root, tmp_path, "car", split="train", k=8)
+    chance = 8 / 72
+    assert scores["images"] == 10 and scores["visible"] > 100
+    assert scores["within_k"] > 4 * chance and scores["exact"] <= scores["within_k"]
+    assert scores["pck"] > 0.5
+    assert feature_quality.main(["--dataroot", str(fake_root), "--exproot", str(tmp_path),
+                                 "--output", str(tmp_path / "q.json")]) == 0
+    assert json.loads((tmp_path / "q.json").read_text())[0]["category"] == "car"
+
+
+def test_feature_quality_counts_by_hand():
+    """Features equal to the bank rows (a perfect network) score 100 %; a permuted bank scores 0 exact."""
+    from nemopose import feature_quality
+    from torch.utils.data import Dataset
+
+    memory = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    pixels = torch.tensor([[4.0, 4.0], [4.0, 12.0], [12.0, 20.0]])   # cells (0,0), (0,1), (1,2)
+
+    class OneImage(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {"image": torch.zeros(3, 16, 24), "vertex_pixels": pixels,
+                    "visible": torch.tensor([True, True, False]), "box_obj": torch.tensor([0, 16, 0, 24, 16, 24])}
+
+    class Perfect(torch.nn.Module):
+        def forward(self, images):
+            fmap = torch.zeros(1, 4, 2, 3)
+            fmap[0, :, 0, 0], fmap[0, :, 0, 1], fmap[0, :, 1, 2] = memory[0], memory[1], memory[2]
+            return fmap
+
+    nb = feature_quality.neighbour_sets(np.array([[0, 0, 0], [1, 0, 0], [5, 0, 0.0]]), 2)
+    assert nb.tolist() == [[0, 1], [1, 0], [2, 1]]
+    s = feature_quality.vertex_correspondence(Perfect(), memory, OneImage(), nb)
+    assert s["visible"] == 2 and s["exact"] == 1.0 and s["within_k"] == 1.0 and s["pck"] == 1.0
+    s = feature_quality.vertex_correspondence(Perfect(), memory[[1, 0, 2]], OneImage(), nb)
+    assert s["exact"] == 0.0 and s["within_k"] == 1.0     # swapped neighbours are still within k=2

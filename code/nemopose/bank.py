@@ -234,10 +234,12 @@ def nemo_loss(features: torch.Tensor, memory: torch.Tensor, num_vertices: int,
     memory = memory.detach()
     b, v = torch.nonzero(weights > 0, as_tuple=True)                   # R visible rows
     logits = features[b, v] @ memory.t() / T                          # (R, nV + Q)
-    offset = torch.zeros_like(logits)
-    offset[:, :nv] = near_vertex_mask(vertex_pixels, distance_thr, rows=(b, v)).to(logits.dtype) * NEAR_MASK_OFFSET
-    offset[:, nv:] = -math.log(weight_noise)
-    ce_sum = F.cross_entropy(logits - offset, v, reduction="sum")
+    # The original subtracts a mask tensor; in place here (same float operations, no second
+    # (R, nV + Q) tensor): near vertices - 1e5, clutter columns - (-log weight_noise).
+    near = near_vertex_mask(vertex_pixels, distance_thr, rows=(b, v))  # (R, nV)
+    logits[:, :nv].sub_(near.to(logits.dtype), alpha=NEAR_MASK_OFFSET)
+    logits[:, nv:].sub_(-math.log(weight_noise))
+    ce_sum = F.cross_entropy(logits, v, reduction="sum")
     noise_sim = features[:, nv:] @ memory[:nv].t()                    # (B, n_noise, nV)
     noise_sum = noise_sim.sum()
     ce_rows, noise_entries = float(len(v)), float(noise_sim.numel())

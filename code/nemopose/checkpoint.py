@@ -39,9 +39,10 @@ _SAVED = re.compile(r"^(?:3D\d+_points1)?saved_model_(?P<cat>[a-z]+)_(?P<epoch>\
 _RESUME = re.compile(r"^resume_(?P<cat>[a-z]+)_(?P<epoch>\d+)\.pth$")
 
 
-def experiment_dir(exproot: str | os.PathLike, mesh_d: str) -> Path:
-    """``<exproot>/NeMo_<mesh_d>/`` (the original TrainNeMo.sh's SAVED_NETWORK_PATH)."""
-    return Path(exproot) / f"NeMo_{mesh_d}"
+def experiment_dir(exproot: str | os.PathLike, mesh_d: str, azimuth_bins: str = "") -> Path:
+    """``<exproot>/NeMo_<mesh_d>/`` (the original TrainNeMo.sh's SAVED_NETWORK_PATH); with an
+    unseen-pose azimuth mask ``<exproot>/NeMo_<mesh_d>_azum_<mask>/`` (the original's suffix)."""
+    return Path(exproot) / (f"NeMo_{mesh_d}" + (f"_azum_{azimuth_bins}" if azimuth_bins else ""))
 
 
 def checkpoint_name(category: str, epoch: int) -> str:

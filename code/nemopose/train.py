@@ -46,10 +46,10 @@ from tqdm import tqdm
 from . import checkpoint, constants, distributed
 from .bank import FeatureBank, nemo_loss
 from .data import layout
-from .data.datasets import TrainingDataset
+from .data.datasets import TrainingDataset, mesh_list_path
 from .distributed import DistContext
 from .mesh import load_off
-from .model import STRIDE, NeMoNet, sample_clutter_index, vertex_cell_index
+from .model import STRIDE, NeMoNet, recalibrate_batchnorm, sample_clutter_index, vertex_cell_index
 from .utils import append_jsonl, atomic_write_json, seed_everything, setup_logging
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,13 @@ class TrainConfig:
     exproot: str = "./exp"
     category: str = "car"
     mesh_d: str = "single"
+    azimuth_bins: str = ""                # unseen-pose setting, e.g. 'TFFTTFFT' (the original's azum_sel)
     # network
     backbone: str = "resnetext"           # 'light' for CPU demos only
     pretrained: str = "imagenet"          # 'imagenet' (local torch cache) | 'random' | path
     d_feature: int = 128
     light_widths: tuple[int, ...] = (16, 32, 64, 128, 256)
-    light_norm: str = "batch"             # 'group': batch-independent (exact DDP equivalence)
+    light_norm: str = "batch"             # 'group': GroupNorm (batch-independent)
     # optimisation
     batch_size: int = 108                 # global batch (the original: 108 over its GPUs)
     total_epochs: int = 800
@@ -101,6 +102,7 @@ class TrainConfig:
     cache_images: bool = False
     seed: int = 0
     sync_bn: bool = False                 # SyncBatchNorm across GPUs (BN statistics of the global batch)
+    precise_bn: bool = False              # re-estimate BN running statistics before each checkpoint
     separate_bank: bool = False           # accepted for the original's --sperate_bank; no effect (see docs)
 
     def validate(self) -> None:
@@ -121,13 +123,15 @@ class TrainConfig:
 # synthetic CPU demo (light backbone from random init, small batch, few epochs).
 PRESETS: dict[str, dict[str, Any]] = {
     "faithful": {},
-    "demo": dict(backbone="light", pretrained="random", batch_size=16, total_epochs=40, lr=1e-3,
+    "demo": dict(backbone="light", pretrained="random", batch_size=16, total_epochs=20, lr=1e-3,
                  lr_schedule="cosine", accumulate=1, accumulation="aligned", max_group=64,
-                 checkpoint_every=0, save_final=True, resume_every=5, workers=0, cache_images=True),
+                 checkpoint_every=0, save_final=True, resume_every=5, workers=0, cache_images=True,
+                 precise_bn=True),
 }
 
 # Checkpoint fields that must match to resume (they define the network and the banks).
-_RESUME_KEYS = ("backbone", "d_feature", "light_widths", "light_norm", "num_noise", "max_group", "mesh_d", "category")
+_RESUME_KEYS = ("backbone", "d_feature", "light_widths", "light_norm", "num_noise", "max_group", "mesh_d", "category",
+                "azimuth_bins")
 
 
 # ----------------------------------------------------------------------------- quirks
@@ -253,14 +257,15 @@ def build_meshes(config: TrainConfig, ctx: DistContext) -> tuple[list[MeshData],
     meshes = []
     for i, mesh_path in enumerate(mesh_paths, start=1):
         num_vertices = load_off(mesh_path)[0].shape[0]
-        list_path = split.mesh_list_path(config.mesh_d, i)
+        list_path = mesh_list_path(split, config.mesh_d, i, config.azimuth_bins)
         if not list_path.is_file() or not layout.read_list(list_path):
             # As the original: a mesh without training images keeps its (initial) bank.
             log.warning("%s mesh%02d: no training images (%s); its bank stays untrained", config.category, i, list_path)
             meshes.append(MeshData(i, num_vertices, None, None))
             continue
         dataset = TrainingDataset(config.dataroot, config.category, config.mesh_d, i,
-                                  vertex_weights=config.vertex_weights, cache_images=config.cache_images)
+                                  vertex_weights=config.vertex_weights, cache_images=config.cache_images,
+                                  azimuth_bins=config.azimuth_bins)
         if dataset.num_vertices != num_vertices:
             raise ValueError(f"{list_path}: annotations have {dataset.num_vertices} vertices but {mesh_path} has "
                              f"{num_vertices}; re-run the preparation for this mesh")
@@ -462,7 +467,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
     config.validate()
     ctx = ctx or DistContext()
     device = ctx.device
-    exp_dir = checkpoint.experiment_dir(config.exproot, config.mesh_d)
+    exp_dir = checkpoint.experiment_dir(config.exproot, config.mesh_d, config.azimuth_bins)
     log_path = exp_dir / f"train_log_{config.category}.jsonl"
     if config.separate_bank:
         log.info("--separate-bank has no effect: every rank keeps its own identical copy of the banks")
@@ -525,17 +530,22 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
         state.epoch = epoch + 1
         epochs_run += 1
         bar.set_postfix(loss=f"{stats['loss']:.4f}")
+        save_now = _should_save(epoch, config)
+        resume_now = not save_now and config.resume_every > 0 and (epoch + 1) % config.resume_every == 0
+        if config.precise_bn and (save_now or resume_now):
+            precise_batchnorm(model, meshes, config, ctx)
         if ctx.is_main:
             append_jsonl(log_path, record)
             log.debug("epoch %d: %s", epoch, record)
-            if _should_save(epoch, config):
+            if save_now:
                 last_path = exp_dir / checkpoint.checkpoint_name(config.category, epoch)
                 checkpoint.save(last_path, checkpoint_payload(model, banks, optimizer, state, config, epoch))
+                _remove_resume_files(exp_dir, config.category, keep=None)
                 log.info("%s: epoch %d loss %.4f (ce %.4f, clutter %.4f); saved %s", config.category, epoch,
                          stats["loss"], stats["loss_ce"], stats["loss_clutter"], last_path)
-            elif config.resume_every > 0 and (epoch + 1) % config.resume_every == 0:
+            elif resume_now:
                 last_path = _save_resume(exp_dir, model, banks, optimizer, state, config, epoch)
-        if ctx.distributed and (_should_save(epoch, config) or epoch == end_epoch - 1):
+        if ctx.distributed and (save_now or epoch == end_epoch - 1):
             check_banks_identical(banks, ctx)
         distributed.barrier(ctx)
     total = time.perf_counter() - start_time
@@ -546,6 +556,27 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
                  last["images_per_s"])
     return {"epochs_run": epochs_run, "last_epoch": state.epoch - 1, "history": state.history,
             "checkpoint": last_path, "seconds": total}
+
+
+def precise_batchnorm(model: NeMoNet, meshes: list[MeshData], config: TrainConfig, ctx: DistContext) -> None:
+    """Re-estimate the BatchNorm running statistics over the training images (each rank its
+    share, then averaged over ranks); see :func:`nemopose.model.recalibrate_batchnorm`."""
+    local_batch = max(1, config.batch_size // ctx.world_size)
+
+    def batches():
+        for mesh in meshes:
+            if mesh.dataset is None:
+                continue
+            indices = list(range(ctx.rank, len(mesh.dataset), ctx.world_size))
+            for start in range(0, len(indices), local_batch):
+                yield torch.stack([mesh.dataset[i]["image"] for i in indices[start:start + local_batch]])
+
+    if recalibrate_batchnorm(model, batches(), ctx.device) and ctx.distributed:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                for buf in (module.running_mean, module.running_var):
+                    torch.distributed.all_reduce(buf)
+                    buf /= ctx.world_size
 
 
 def check_banks_identical(banks: list[FeatureBank], ctx: DistContext, tol: float = 1e-6) -> None:
@@ -563,10 +594,16 @@ def _save_resume(exp_dir: Path, model, banks, optimizer, state, config, epoch) -
     """Write the rolling resume checkpoint and remove the older ones of this category."""
     path = exp_dir / checkpoint.resume_name(config.category, epoch)
     checkpoint.save(path, checkpoint_payload(model, banks, optimizer, state, config, epoch))
-    for old_epoch, old in checkpoint.list_checkpoints(exp_dir, config.category, include_resume=True):
-        if old.name.startswith("resume_") and old != path:
-            old.unlink(missing_ok=True)
+    _remove_resume_files(exp_dir, config.category, keep=path)
     return path
+
+
+def _remove_resume_files(exp_dir: Path, category: str, keep: Path | None) -> None:
+    """Delete the category's rolling resume checkpoints except ``keep`` (after a newer one
+    was written, so there is always a complete checkpoint on disk)."""
+    for _, old in checkpoint.list_checkpoints(exp_dir, category, include_resume=True):
+        if old.name.startswith("resume_") and old != keep:
+            old.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -593,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", default="all",
                    help="'all' (every category with prepared training data), or names separated by ',' or ' '")
     p.add_argument("--mesh-d", dest="mesh_d", default=f.mesh_d, choices=constants.MESH_DIMENSIONS, help="cuboid meshes")
+    p.add_argument("--azimuth-bins", dest="azimuth_bins", default=S,
+                   help="unseen-pose setting: train on lists3D_<mesh_d>_azum_<MASK> (e.g. TFFTTFFT, from "
+                        "PrepareData's --azimuth-bins); checkpoints go to NeMo_<mesh_d>_azum_<MASK>/ (default: off)")
     p.add_argument("--preset", default="faithful", choices=sorted(PRESETS),
                    help="faithful: the original's settings; demo: light backbone from random init for the "
                         f"synthetic CPU demo ({PRESETS['demo']})")
@@ -649,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     r.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=S,
                    help="SyncBatchNorm across GPUs (default off: per-GPU statistics, as the original's DataParallel)")
+    r.add_argument("--precise-bn", dest="precise_bn", action=argparse.BooleanOptionalAction, default=S,
+                   help="re-estimate BatchNorm running statistics over the training set before each "
+                        "checkpoint (default off; demo on)")
     r.add_argument("--separate-bank", "--sperate_bank", dest="separate_bank", nargs="?", const="True", default=S,
                    help="the original's 'bank on a separate GPU'; accepted and ignored (banks live on every rank)")
     r.add_argument("--log-level", default="INFO", help="logging level")

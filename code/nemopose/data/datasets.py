@@ -103,6 +103,14 @@ def clamp_pixels(vertex_pixels: np.ndarray, image_size: tuple[int, int]) -> np.n
 # ----------------------------------------------------------------------------- datasets
 
 
+def mesh_list_path(lay: layout.SplitLayout, mesh_d: str, mesh_index: int, azimuth_bins: str = "") -> Path:
+    """``lists3D_<mesh_d>/<cat>/meshNN.txt``, or with an azimuth mask (unseen-pose setting)
+    ``lists3D_<mesh_d>_azum_<mask>/<cat>/meshNN.txt``."""
+    if azimuth_bins:
+        return lay.lists3d_azimuth_bins(mesh_d, azimuth_bins) / f"mesh{mesh_index:02d}.txt"
+    return lay.mesh_list_path(mesh_d, mesh_index)
+
+
 class TrainingDataset(Dataset):
     """Training samples of one mesh: ``lists3D_<mesh_d>/<cat>/meshNN.txt`` of the train split.
 
@@ -113,6 +121,7 @@ class TrainingDataset(Dataset):
         cache_images: keep the decoded uint8 images in memory (set before DataLoader workers
             fork, so they share it).
         split: 'train' (default); 'val' to measure training losses on validation images.
+        azimuth_bins: unseen-pose setting: read ``lists3D_<mesh_d>_azum_<mask>`` instead.
 
     Each item is a dict: ``image`` float32 ``(3, H, W)``, ``vertex_pixels`` float32 ``(nV, 2)``
     (row, col, clamped into the image), ``weights`` float32 ``(nV,)``, ``index`` (int),
@@ -121,14 +130,14 @@ class TrainingDataset(Dataset):
 
     def __init__(self, dataroot: str | os.PathLike, category: str, mesh_d: str = "single",
                  mesh_index: int = 1, vertex_weights: str = "original", cache_images: bool = False,
-                 split: str = "train"):
+                 split: str = "train", azimuth_bins: str = ""):
         if vertex_weights not in VERTEX_WEIGHTS:
             raise ValueError(f"vertex_weights must be one of {list(VERTEX_WEIGHTS)}, got {vertex_weights!r}")
         self.layout = layout.split_layout(dataroot, split, category)
         self.category, self.mesh_d, self.mesh_index = category, mesh_d, mesh_index
         self.info = layout.load_dataset_info(self.layout.root)
         self.image_size = self.info.image_size(category)
-        self.list_path = self.layout.mesh_list_path(mesh_d, mesh_index)
+        self.list_path = mesh_list_path(self.layout, mesh_d, mesh_index, azimuth_bins)
         self.names = layout.read_list(self.list_path)
         self._weights_fn = VERTEX_WEIGHTS[vertex_weights]
         self._annotations: list[dict[str, np.ndarray] | None] = [None] * len(self.names)
@@ -191,7 +200,8 @@ class TestDataset(Dataset):
 
     Each item is a dict: ``image`` float32 ``(3, H, W)``, ``name``, ``azimuth``,
     ``elevation``, ``theta`` (radians), ``distance``, ``principal`` ``(2,)`` (px, py in the
-    original image), ``cad_index`` (1-based), ``mesh_index``; with_vertices adds
+    original image), ``box_obj`` ``(6,)`` (object box in the crop, ``[y0, y1, x0, x1, H, W]``),
+    ``cad_index`` (1-based), ``mesh_index``; with_vertices adds
     ``vertex_pixels`` ``(nV, 2)`` and ``visible`` ``(nV,)``.
     """
 
@@ -228,6 +238,7 @@ class TestDataset(Dataset):
                 "azimuth": float(anno["azimuth"]), "elevation": float(anno["elevation"]),
                 "theta": float(anno["theta"]), "distance": float(anno["distance"]),
                 "principal": torch.as_tensor(np.asarray(anno["principal"], dtype=np.float64)),
+                "box_obj": torch.as_tensor(np.asarray(anno["box_obj"], dtype=np.int64)),
                 "cad_index": int(anno["cad_index"]), "mesh_index": mesh_index}
         if self.with_vertices:
             anno3d = layout.load_annotation(self.layout.annotation3d_path(self.mesh_d, name), require_3d=True)

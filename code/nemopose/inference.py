@@ -153,9 +153,10 @@ def iterate_maps(model: torch.nn.Module, dataset: torch.utils.data.Dataset, indi
     """Yield (batch of dataset items, (b, C, h, w) feature maps) over ``indices``."""
     subset = torch.utils.data.Subset(dataset, indices)
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    with torch.no_grad():
-        for batch in tqdm(loader, desc=desc, leave=False, disable=not desc):
-            yield batch, model(batch["image"].to(device)).float()
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not desc):
+        with torch.no_grad():   # not around the yield: the caller may optimise poses
+            fmap = model(batch["image"].to(device)).float()
+        yield batch, fmap
 
 
 # ----------------------------------------------------------------------------- solving

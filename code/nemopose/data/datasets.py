@@ -188,6 +188,8 @@ class TrainingDataset(Dataset):
 
 
 class TestDataset(Dataset):
+    __test__ = False  # not a pytest test class despite its name
+
     """Images of a prepared split's list, for feature extraction and pose estimation.
 
     Args:

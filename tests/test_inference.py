@@ -1,0 +1,128 @@
+"""Inference end to end on the tiny synthetic PASCAL3D+: feature files in the original's
+format, fused == two-stage, per-image results, tables, multi meshes, torchrun sharding."""
+
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nemopose import evaluate, inference, train as T
+from nemopose.data import layout
+from nemopose.data.datasets import TestDataset
+from nemopose.pose import SolverConfig
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_SOLVER = SolverConfig(steps=20)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataroot, tmp_path_factory):
+    """A tiny light network per mesh type for 'car', trained for one epoch."""
+    exproot = tmp_path_factory.mktemp("exp")
+    for mesh_d in ("single", "multi"):
+        cfg = T.TrainConfig(dataroot=str(tiny_dataroot), exproot=str(exproot), category="car", mesh_d=mesh_d,
+                            backbone="light", pretrained="random", light_widths=(8, 16, 32, 32, 64),
+                            batch_size=4, total_epochs=1, lr=1e-3, max_group=8, checkpoint_every=0,
+                            save_final=True, resume_every=0, workers=0)
+        T.train(cfg)
+    return tiny_dataroot, exproot
+
+
+def config(trained, **kw):
+    dataroot, exproot = trained
+    base = inference.InferenceConfig(dataroot=str(dataroot), exproot=str(exproot), categories=["car"],
+                                     device="cpu", solver=FAST_SOLVER, solve_batch=3)
+    return replace(base, **kw)
+
+
+def test_two_stage_writes_the_original_feature_file_and_tables(trained):
+    cfg = config(trained)
+    table = inference.run(cfg)
+    dataset = TestDataset(cfg.dataroot, "car", mesh_d="single", mesh_index=None)
+    feat = inference.feature_file(cfg.exproot, "single", "car")
+    with np.load(feat) as f:
+        names = list(f["names_mesh01"])
+        assert names == dataset.names
+        n_verts = len(layout.cuboid_paths(cfg.dataroot, "single", "car")) and f["memory_mesh01"].shape[0]
+        assert f["memory_mesh01"].shape[1] == 128 and f["clutter_mesh01"].shape == (5 * 8, 128)
+        assert f[names[0]].shape == (128,) + tuple(s // 8 for s in dataset.image_size)
+        np.testing.assert_allclose(np.linalg.norm(f[names[0]], axis=0), 1.0, atol=1e-5)
+        assert n_verts > 100
+    out = inference.accuracy_dir(cfg.exproot, "single")
+    rows = evaluate.load_predictions_csv(out / "predictions_L0.csv")
+    assert [r["name"] for r in rows] == sorted(dataset.names)
+    # the stored error is the rotation error of the stored poses
+    for r in rows:
+        err = evaluate.rotation_errors({k: [r[k]] for k in ("azimuth", "elevation", "theta")},
+                                       {k: [r[f"gt_{k}"]] for k in ("azimuth", "elevation", "theta")})[0]
+        assert math.degrees(err) == pytest.approx(r["error_deg"], abs=1e-3)
+    assert table.mean.n == len(dataset)
+    meta = evaluate.read_table_json(out / "accuracy_L0.json")
+    assert meta["synthetic"] is True and meta["mean"]["n"] == len(dataset)
+    assert "SYNTHETIC" in (out / "accuracy_L0.txt").read_text()
+    with np.load(out / "car.npz") as rec:            # the original's CalAccuracy input
+        assert rec["total_error"].shape == (len(dataset),)
+
+
+def test_fused_equals_two_stage_and_occluded_levels(trained):
+    for level in ("", "FGL2_BGL2"):
+        two = inference.run(config(trained, occ_level=level))
+        rows_two = evaluate.load_predictions_csv(inference.accuracy_dir(trained[1], "single") /
+                                                 f"predictions_{level or 'L0'}.csv")
+        fused = inference.run(config(trained, occ_level=level, fused=True))
+        rows_fused = evaluate.load_predictions_csv(inference.accuracy_dir(trained[1], "single") /
+                                                   f"predictions_{level or 'L0'}.csv")
+        assert [r["name"] for r in rows_two] == [r["name"] for r in rows_fused]
+        for a, b in zip(rows_two, rows_fused):
+            for key in ("azimuth", "elevation", "theta", "distance"):
+                assert a[key] == pytest.approx(b[key], abs=1e-4)
+        assert two.mean.n == fused.mean.n
+    assert inference.feature_file(trained[1], "single", "car", "FGL2_BGL2").name == \
+        "FGL2_BGL2_saved_feature_car_single.npz"
+
+
+def test_multi_meshes_use_the_annotated_cad_model(trained):
+    cfg = config(trained, mesh_d="multi", fused=True)
+    inference.run(cfg)
+    rows = evaluate.load_predictions_csv(inference.accuracy_dir(cfg.exproot, "multi") / "predictions_L0.csv")
+    lay = layout.split_layout(cfg.dataroot, "val", "car")
+    for r in rows:
+        assert int(r["mesh"]) == int(layout.load_annotation(lay.annotation_path(r["name"]))["cad_index"])
+    best = inference.run(replace(cfg, mesh_selection="best"))
+    assert best.mean.n == len(rows)
+
+
+def test_missing_checkpoint_is_reported(trained, tmp_path):
+    with pytest.raises(FileNotFoundError, match="run TrainNeMo.sh first"):
+        inference.run(config(trained, exproot=str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match="epoch 123"):
+        inference.run(config(trained, checkpoint="123"))
+
+
+def test_torchrun_two_ranks_equal_one(trained, tmp_path):
+    """Images sharded over 2 gloo ranks: the gathered results equal a 1-process run."""
+    dataroot, exproot = trained
+    one = inference.run(config(trained, fused=True))
+    rows_one = evaluate.load_predictions_csv(inference.accuracy_dir(exproot, "single") / "predictions_L0.csv")
+    out = tmp_path / "exp2"
+    (out / "NeMo_single").mkdir(parents=True)
+    for f in (Path(exproot) / "NeMo_single").glob("saved_model_car_*.pth"):
+        os.link(f, out / "NeMo_single" / f.name)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "code"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+           "-m", "nemopose.inference", "--dataroot", str(dataroot), "--exproot", str(out), "--categories", "car",
+           "--device", "cpu", "--steps", "20", "--solve-batch", "3", "--fused"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows_two = evaluate.load_predictions_csv(out / "Accuracy_single" / "predictions_L0.csv")
+    assert [r["name"] for r in rows_two] == [r["name"] for r in rows_one]
+    for a, b in zip(rows_one, rows_two):
+        assert a["azimuth"] == pytest.approx(b["azimuth"], abs=1e-3)
+        assert a["error_deg"] == pytest.approx(b["error_deg"], abs=0.1)
+    assert one.mean.n == len(rows_two)

@@ -188,8 +188,6 @@ class TrainingDataset(Dataset):
 
 
 class TestDataset(Dataset):
-    __test__ = False  # not a pytest test class despite its name
-
     """Images of a prepared split's list, for feature extraction and pose estimation.
 
     Args:
@@ -206,6 +204,8 @@ class TestDataset(Dataset):
     ``cad_index`` (1-based), ``mesh_index``; with_vertices adds
     ``vertex_pixels`` ``(nV, 2)`` and ``visible`` ``(nV,)``.
     """
+
+    __test__ = False  # not a pytest test class despite its name
 
     def __init__(self, dataroot: str | os.PathLike, category: str, split: str = "val", occ_level: str = "",
                  mesh_d: str = "single", mesh_index: int | None = 1, list_path: str | os.PathLike | None = None,

@@ -126,3 +126,16 @@ def test_torchrun_two_ranks_equal_one(trained, tmp_path):
         assert a["azimuth"] == pytest.approx(b["azimuth"], abs=1e-3)
         assert a["error_deg"] == pytest.approx(b["error_deg"], abs=0.1)
     assert one.mean.n == len(rows_two)
+
+
+def test_predict_on_unlabeled_images(trained, tmp_path):
+    from nemopose import predict
+
+    dataroot, exproot = trained
+    lay = layout.split_layout(dataroot, "val", "car")
+    images = [str(lay.image_path(n)) for n in layout.read_list(lay.mesh_list_path("single", 1))[:2]]
+    assert predict.main(["--category", "car", "--images", *images, "--exproot", str(exproot), "--dataroot",
+                         str(dataroot), "--image-scale", "0.5", "--steps", "10", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert text[0].startswith("image,azimuth") and len(text) == 3
+    assert len(list(tmp_path.glob("*_pose.png"))) == 2

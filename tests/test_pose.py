@@ -197,3 +197,16 @@ def test_bad_inputs(car_problem):
         pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0).solve(torch.zeros(1, 32, 32, 84), None)
     with pytest.raises(ValueError, match="method"):
         pose.SolverConfig(method="fast")
+
+
+def test_translation_of_the_principal_point_is_recovered(car_problem):
+    """Unlabeled-image mode: the object is off-centre by (dx, dy) map pixels."""
+    verts, faces, feats, clutter = car_problem
+    poses = [[1.1, 0.3, 0.1, 5.0], [3.9, 0.2, -0.2, 5.2]]
+    dx, dy = 3, -2
+    maps = synthetic_maps(verts, faces, feats, clutter, poses, noise=0.05, seed=6)
+    shifted = torch.roll(maps, shifts=(dy, dx), dims=(2, 3))
+    res = pose.solve_pose(shifted, verts, faces, feats, clutter, 5.0, optimize_translation=True)
+    assert (rot_err_deg(res, poses) < 5.0).all()
+    assert torch.allclose(res["shift_x"], torch.full((2,), float(dx)), atol=0.5)
+    assert torch.allclose(res["shift_y"], torch.full((2,), float(dy)), atol=0.5)

@@ -59,6 +59,9 @@ class SolverConfig:
         chunk_bytes: memory budget of the per-image similarity tables; images are solved
             in chunks that fit it.
         record_trajectory: also return the loss and pose after every step.
+        optimize_translation: also optimise a 2D shift of the principal point (in
+            feature-map pixels), for unlabeled images whose object is only roughly centred
+            (the original's PredUnlabeledDataset); off for PASCAL3D+ evaluation.
     """
 
     steps: int = 300
@@ -79,6 +82,7 @@ class SolverConfig:
     method: str = "similarity"
     chunk_bytes: int = 512 * 2 ** 20
     record_trajectory: bool = False
+    optimize_translation: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in ("similarity", "render"):
@@ -161,8 +165,11 @@ class MeshPoseSolver:
 
     # ------------------------------------------------------------------ pieces
 
-    def _rasterize(self, centers: torch.Tensor, thetas: torch.Tensor) -> render.Fragments:
+    def _rasterize(self, centers: torch.Tensor, thetas: torch.Tensor,
+                   shift: torch.Tensor | None = None) -> render.Fragments:
         screen = render.project_vertices(self.verts, centers, thetas, self.camera)
+        if shift is not None:   # principal-point translation (N, 2), x = column, y = row
+            screen = screen + torch.cat([shift, torch.zeros_like(shift[:, :1])], 1).unsqueeze(1)
         return render.rasterize(screen, self.faces, self.map_size,
                                 perspective_correct=self.config.perspective_correct)
 
@@ -288,13 +295,18 @@ class MeshPoseSolver:
         theta = self.init_thetas.index_select(0, chosen).clone().requires_grad_(True)
         s_c = clutter_score.index_select(0, image_index) if clutter_score is not None else None
 
-        optim = torch.optim.Adam([center, theta], lr=cfg.lr, betas=cfg.betas)
+        params = [center, theta]
+        shift = None
+        if cfg.optimize_translation:
+            shift = torch.zeros(center.shape[0], 2, device=self.device, requires_grad=True)
+            params.append(shift)
+        optim = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
         curve, traj, history = [], [], []
         final_loss = None
         for step in range(cfg.steps):
             for group in optim.param_groups:
                 group["lr"] = _adam_lr(step, cfg)
-            fragments = self._rasterize(center, theta)
+            fragments = self._rasterize(center, theta, shift)
             losses = pose_loss(self._object_scores(fragments, image_index, sim, maps), s_c)   # (N,)
             optim.zero_grad(set_to_none=True)
             losses.sum().backward()
@@ -311,7 +323,7 @@ class MeshPoseSolver:
                     break
         # The loss of the returned pose (after the last update).
         with torch.no_grad():
-            fragments = self._rasterize(center, theta)
+            fragments = self._rasterize(center, theta, shift)
             end_loss = pose_loss(self._object_scores(fragments, image_index, sim, maps), s_c)
         pose = self._read_pose(center.detach(), theta.detach())                   # (N, 4)
         end_loss = end_loss.reshape(b, starts)
@@ -322,6 +334,8 @@ class MeshPoseSolver:
             "distance": pose[pick, 3], "loss": end_loss[torch.arange(b), best],
             "init_index": order[torch.arange(b), best], "init_loss": init_losses.min(1).values,
         }
+        if shift is not None:
+            out["shift_x"], out["shift_y"] = shift.detach()[pick, 0], shift.detach()[pick, 1]
         if cfg.record_trajectory and curve:
             out["loss_curve"] = torch.stack(curve, 1)[pick]
             out["trajectory"] = torch.stack(traj, 1)[pick]

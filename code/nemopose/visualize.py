@@ -31,9 +31,11 @@ def _pose_tensors(pose: Mapping[str, float] | Sequence[float]):
     return geometry.camera_center(p[:, 0], p[:, 1], p[:, 3]), p[:, 2]
 
 
-def render_silhouette(verts, faces, pose, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def render_silhouette(verts, faces, pose, image_size: tuple[int, int],
+                      shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise the mesh over an image of ``image_size`` (H, W) at ``pose``
-    (azimuth, elevation, theta, distance) with the pose solver's camera.
+    (azimuth, elevation, theta, distance) with the pose solver's camera, its principal
+    point moved by ``shift`` (x, y) pixels.
 
     Returns:
         mask (H, W) bool and shade (H, W) float in [0, 1] (|cos| of the face normal and the
@@ -44,6 +46,7 @@ def render_silhouette(verts, faces, pose, image_size: tuple[int, int]) -> tuple[
     v = torch.as_tensor(verts, dtype=torch.float64)
     f = torch.as_tensor(faces, dtype=torch.long)
     screen = render.project_vertices(v, center, theta, cam)
+    screen = screen + torch.tensor([shift[0], shift[1], 0.0], dtype=screen.dtype)
     frags = render.rasterize(screen, f, image_size)
     p2f = frags.pix_to_face[0]
     mask = (p2f >= 0).numpy()
@@ -58,8 +61,10 @@ def render_silhouette(verts, faces, pose, image_size: tuple[int, int]) -> tuple[
     return mask, shade
 
 
-def overlay_mesh(image: np.ndarray, verts, faces, pose, colour=(0, 220, 255), alpha: float = 0.45) -> np.ndarray:
-    """The input image with the mesh drawn over it at ``pose``: shaded fill plus outline.
+def overlay_mesh(image: np.ndarray, verts, faces, pose, colour=(0, 220, 255), alpha: float = 0.45,
+                 shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """The input image with the mesh drawn over it at ``pose`` (principal point moved by
+    ``shift`` pixels): shaded fill plus outline.
 
     Args:
         image: (H, W, 3) uint8.
@@ -67,7 +72,7 @@ def overlay_mesh(image: np.ndarray, verts, faces, pose, colour=(0, 220, 255), al
         (H, W, 3) uint8.
     """
     image = np.asarray(image)
-    mask, shade = render_silhouette(verts, faces, pose, image.shape[:2])
+    mask, shade = render_silhouette(verts, faces, pose, image.shape[:2], shift)
     out = image.astype(np.float64).copy()
     col = np.asarray(colour, dtype=np.float64)
     tint = (0.5 + 0.5 * shade[..., None]) * col

@@ -139,3 +139,16 @@ def test_predict_on_unlabeled_images(trained, tmp_path):
     text = (tmp_path / "predictions.csv").read_text().splitlines()
     assert text[0].startswith("image,azimuth") and len(text) == 3
     assert len(list(tmp_path.glob("*_pose.png"))) == 2
+
+
+def test_viewpoint_statistics(tiny_dataroot, tmp_path, capsys):
+    from nemopose import viewpoints
+
+    v = viewpoints.viewpoints(tiny_dataroot, "train", "car")
+    lay = layout.split_layout(tiny_dataroot, "train", "car")
+    first = layout.load_annotation(sorted(lay.annotations.glob("*.npz"))[0])
+    assert v[0, 0] == pytest.approx(np.degrees(float(first["azimuth"])) % 360)
+    assert viewpoints.main(["--dataroot", str(tiny_dataroot), "--categories", "car", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "car_train.png").is_file()
+    assert len((tmp_path / "car_train.csv").read_text().splitlines()) == len(v) + 1
+    assert "car" in capsys.readouterr().out

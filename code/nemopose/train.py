@@ -123,9 +123,9 @@ class TrainConfig:
 # synthetic CPU demo (light backbone from random init, small batch, few epochs).
 PRESETS: dict[str, dict[str, Any]] = {
     "faithful": {},
-    "demo": dict(backbone="light", pretrained="random", batch_size=16, total_epochs=20, lr=1e-3,
+    "demo": dict(backbone="light", pretrained="random", batch_size=16, total_epochs=16, lr=1e-3,
                  lr_schedule="cosine", accumulate=1, accumulation="aligned", max_group=64,
-                 checkpoint_every=0, save_final=True, resume_every=5, workers=0, cache_images=True,
+                 checkpoint_every=0, save_final=True, resume_every=4, workers=0, cache_images=True,
                  precise_bn=True),
 }
 

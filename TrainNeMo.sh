@@ -35,24 +35,4 @@ args=(--dataroot "$DATAROOT" --exproot "$EXPROOT" --mesh-d "$MESH_DIMENSIONS"
 read -r -a extra <<< "$EXTRA_ARGS"
 args+=("${extra[@]}")
 
-IFS=', ' read -r -a gpu_list <<< "$GPUS"
-n_gpus=${#gpu_list[@]}
-if (( n_gpus == 0 )); then
-    args+=(--device cpu)
-    # On a shared CPU, OpenMP threads spinning at barriers slow training 2-5x whenever another
-    # process competes for the cores; passive waiting costs little when the machine is idle.
-    export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-else
-    export CUDA_VISIBLE_DEVICES="$(IFS=,; echo "${gpu_list[*]}")"
-    args+=(--device cuda)
-fi
-
-if (( n_gpus > 1 || NNODES > 1 )); then
-    nproc=$(( n_gpus > 0 ? n_gpus : 1 ))
-    echo "TrainNeMo.sh: torchrun, $NNODES machine(s) x $nproc process(es), GPUs '${GPUS}'" >&2
-    exec "$PY" -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" \
-        --nproc_per_node "$nproc" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
-        -m nemopose.train "${args[@]}"
-fi
-echo "TrainNeMo.sh: one process on ${GPUS:+GPU $GPUS}${GPUS:-CPU}" >&2
-exec "$PY" -m nemopose.train "${args[@]}"
+nemopose_launch nemopose.train "${args[@]}"

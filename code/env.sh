@@ -19,32 +19,35 @@ if [[ -z "${NEMOPOSE_NO_MALLOC_TUNING:-}" ]]; then
 fi
 export PYTHONUNBUFFERED=1
 
-# nemopose_launch MODULE ARGS...: run `python -m MODULE ARGS...` on the devices named by
-#   GPUS        empty: CPU, one process; "0": one GPU; "0,1,2,3": torchrun, one process per GPU
-#   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT: several machines (torchrun rendezvous)
-# The Python side reads RANK/WORLD_SIZE/LOCAL_RANK (nemopose.distributed).
+# nemopose_launch MODULE ARGS...: run `python -m MODULE ARGS... --device cpu|cuda` on the
+# devices named by the drivers' variables:
+#   GPUS        empty: CPU, one process; "0": one GPU; "0,1,2,3" (or "0, 1, 2, 3"): torchrun,
+#               one process per GPU
+#   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT: several machines (torchrun's rendezvous);
+#               run the driver on every machine
+# The Python side reads RANK / WORLD_SIZE / LOCAL_RANK (nemopose.distributed).
 nemopose_launch() {
     local module="$1"; shift
-    local gpus="${GPUS:-}"
-    gpus="${gpus// /}"
-    local nnodes="${NNODES:-1}"
-    if [[ -z "$gpus" ]]; then
-        if [[ "$nnodes" -gt 1 || "${NPROC_CPU:-1}" -gt 1 ]]; then
-            "$PY" -m torch.distributed.run --nnodes="$nnodes" --node_rank="${NODE_RANK:-0}" \
-                --nproc_per_node="${NPROC_CPU:-1}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-                --master_port="${MASTER_PORT:-29500}" -m "$module" --device cpu "$@"
-        else
-            "$PY" -m "$module" --device cpu "$@"
-        fi
-        return
-    fi
-    local n
-    n=$(awk -F, '{print NF}' <<< "$gpus")
-    if [[ "$n" -eq 1 && "$nnodes" -eq 1 ]]; then
-        CUDA_VISIBLE_DEVICES="$gpus" "$PY" -m "$module" --device cuda "$@"
+    local gpu_list n_gpus nnodes="${NNODES:-1}" device
+    IFS=', ' read -r -a gpu_list <<< "${GPUS:-}"
+    n_gpus=${#gpu_list[@]}
+    if (( n_gpus == 0 )); then
+        device=cpu
+        # On a shared CPU, OpenMP threads spinning at barriers slow everything 2-5x whenever
+        # another process competes for the cores; passive waiting costs little when idle.
+        export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
     else
-        CUDA_VISIBLE_DEVICES="$gpus" "$PY" -m torch.distributed.run --nnodes="$nnodes" \
-            --node_rank="${NODE_RANK:-0}" --nproc_per_node="$n" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-            --master_port="${MASTER_PORT:-29500}" -m "$module" --device cuda "$@"
+        device=cuda
+        export CUDA_VISIBLE_DEVICES="$(IFS=,; echo "${gpu_list[*]}")"
+    fi
+    if (( n_gpus > 1 || nnodes > 1 )); then
+        local nproc=$(( n_gpus > 0 ? n_gpus : 1 ))
+        echo "[launch] torchrun: $nnodes machine(s) x $nproc process(es) on ${GPUS:-CPU}" >&2
+        "$PY" -m torch.distributed.run --nnodes "$nnodes" --node_rank "${NODE_RANK:-0}" \
+            --nproc_per_node "$nproc" --master_addr "${MASTER_ADDR:-127.0.0.1}" \
+            --master_port "${MASTER_PORT:-29500}" -m "$module" "$@" --device "$device"
+    else
+        echo "[launch] one process on ${GPUS:+GPU }${GPUS:-CPU}" >&2
+        "$PY" -m "$module" "$@" --device "$device"
     fi
 }

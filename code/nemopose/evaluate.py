@@ -169,7 +169,6 @@ def summarize(exproot: str | os.PathLike, mesh_d: str = "single", levels: Sequen
     levels = list(levels) if levels else ["L0"] + list(constants.OCCLUSION_LEVELS)
     tables: dict[str, AccuracyTable] = {}
     synthetic = False
-    parts = []
     for level in levels:
         csv_path = folder / f"predictions_{level}.csv"
         if not csv_path.is_file():
@@ -178,10 +177,10 @@ def summarize(exproot: str | os.PathLike, mesh_d: str = "single", levels: Sequen
         meta = folder / f"accuracy_{level}.json"
         if meta.is_file():
             synthetic = synthetic or bool(read_table_json(meta).get("synthetic", False))
-        parts.append(format_table(tables[level], f"occlusion {level}"))
     if not tables:
         raise FileNotFoundError(f"no predictions_<level>.csv in {folder}; run InferenceNeMo.sh first")
     tag = "SYNTHETIC data (generated, not PASCAL3D+)" if synthetic else "PASCAL3D+"
+    parts = [format_table(t, f"NeMo ({mesh_d} cuboid), occlusion {level}, {tag}") for level, t in tables.items()]
     text = "\n\n".join(parts + [format_summary(tables, f"NeMo ({mesh_d} cuboid), all levels, {tag}")])
     from .utils import atomic_write_text
 

@@ -22,17 +22,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import car_cuboid, environment_line, print_table, shared_data_dir, time_call  # noqa: E402
-from nemopose.data import annotate3d  # noqa: E402
+from common import car_cuboid, environment_line, print_table, shared_data_dir, time_call
+from nemopose.data import annotate3d
 
 
 def car_annotation() -> dict:

@@ -16,18 +16,14 @@ Run: bash benchmarks/run.sh bench_pose.py
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import car_cuboid, environment_line, print_table  # noqa: E402
-from nemopose import geometry, pose, render  # noqa: E402
+from common import car_cuboid, environment_line, print_table
+from nemopose import geometry, pose, render
 
 
 def make_problem(n_images: int, channels: int, seed: int = 0):

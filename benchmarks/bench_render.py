@@ -12,16 +12,12 @@ Run: bash benchmarks/run.sh bench_render.py   (sets up the environment and mallo
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import car_cuboid, environment_line, print_table, time_call  # noqa: E402
-from nemopose import geometry, mesh, render  # noqa: E402
+from common import car_cuboid, environment_line, print_table, time_call
+from nemopose import geometry, mesh, render
 
 
 

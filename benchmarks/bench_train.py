@@ -15,18 +15,14 @@ Run: bash benchmarks/run.sh bench_train.py [--rows ...] [--threads N]
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import car_cuboid, environment_line, print_table, time_call  # noqa: E402
-from nemopose.bank import FeatureBank, nemo_loss  # noqa: E402
-from nemopose.model import NeMoNet, sample_clutter_index, vertex_cell_index  # noqa: E402
+from common import car_cuboid, environment_line, print_table, time_call
+from nemopose.bank import FeatureBank, nemo_loss
+from nemopose.model import NeMoNet, sample_clutter_index, vertex_cell_index
 
 # name: (backbone, height, width, batch)
 ROWS = {

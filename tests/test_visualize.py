@@ -2,12 +2,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-import sys
-from pathlib import Path
-
 from nemopose import mesh, pose, visualize
-
-sys.path.insert(0, str(Path(__file__).parent))
 from test_pose import CAR_EXTENT, smooth_features, synthetic_maps
 
 

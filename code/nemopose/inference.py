@@ -338,7 +338,6 @@ def run(cfg: InferenceConfig, ctx: DistContext | None = None) -> evaluate.Accura
     evaluate.save_table_json(out_dir / f"accuracy_{level}.json", table, level=level, mesh_d=cfg.mesh_d,
                              synthetic=info.synthetic, categories=cfg.categories,
                              seconds=round(time.time() - start, 1))
-    print(text, flush=True)
     log.info("wrote %s/{predictions,accuracy}_%s.*", out_dir, level)
     return table
 
@@ -392,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     ctx = dist_init(cfg.device)
     try:
-        run(cfg, ctx)
+        if run(cfg, ctx) is not None:   # rank 0: print the table it wrote
+            level = cfg.occ_level or "L0"
+            print((accuracy_dir(cfg.exproot, cfg.mesh_d) / f"accuracy_{level}.txt").read_text(), end="", flush=True)
     finally:
         dist_shutdown()
     return 0

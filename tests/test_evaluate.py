@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from nemopose import evaluate, geometry
+from nemopose import evaluate
 
 
 def test_metrics_on_hand_made_errors():

@@ -1,8 +1,6 @@
 """The render-and-compare pose solver: against the original's run, batched vs sequential,
 both scoring methods, and recovery of known poses under occlusion."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -39,8 +37,8 @@ def synthetic_maps(verts, faces, feats, clutter, poses, size=(32, 84), noise=0.1
     maps = torch.where(mask, obj, back)
     if occlude > 0:
         for i in range(b):
-            rows, cols = torch.nonzero(mask[i, 0], as_tuple=True)
-            r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+            _, cols = torch.nonzero(mask[i, 0], as_tuple=True)
+            c0, c1 = cols.min(), cols.max() + 1
             # widen a vertical band from the left until it covers the requested fraction
             area = mask[i, 0].sum()
             for cut in range(int(c0) + 1, int(c1) + 1):

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 import zipfile
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -201,11 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from . import constants
-    from .checkpoint import experiment_dir
+    from .checkpoint import load_network
     from .data import layout
     from .data.datasets import TestDataset
     from .inference import InferenceConfig, load_meshes, resolve_checkpoint
-    from .checkpoint import load_network
     from .pose import SolverConfig
     from .utils import setup_logging
 

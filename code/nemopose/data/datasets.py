@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from . import layout
+from . import layout, pascal3d
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +32,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as a uint8 RGB tensor ``(3, H, W)`` (grey/CMYK/alpha converted to RGB)."""
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB") if img.mode != "RGB" else img.copy()
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read image ({exc})") from exc
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    """An image file as a uint8 RGB tensor ``(3, H, W)`` (decoded by
+    :func:`nemopose.data.pascal3d.load_image`, which names the file on failure)."""
+    return torch.from_numpy(pascal3d.load_image(path)).permute(2, 0, 1).contiguous()
 
 
 def normalize_image(image: torch.Tensor) -> torch.Tensor:

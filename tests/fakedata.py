@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from nemopose import geometry, mesh
-from nemopose.data import layout
+from nemopose import constants
+from nemopose.data import annotation, layout
 
 EXTENTS = {"car": ((-0.18, 0.18), (-0.44, 0.43), (-0.17, 0.12)),
            "bus": ((-0.2, 0.2), (-0.5, 0.5), (-0.22, 0.22)),
@@ -41,7 +42,7 @@ def make_fake_dataset(root: str | Path, categories=("car",), n_train: int = 8, n
     root = Path(root)
     rng = np.random.default_rng(seed)
     for cat in categories:
-        size = layout.scaled_image_size(cat, scale)
+        size = constants.image_size(cat, scale)
         meshes = []
         for k in range(1, n_meshes + 1):
             ext = [(lo * (1 + 0.1 * (k - 1)), hi * (1 + 0.1 * (k - 1))) for lo, hi in EXTENTS.get(cat, EXTENTS["car"])]
@@ -72,11 +73,11 @@ def make_fake_dataset(root: str | Path, categories=("car",), n_train: int = 8, n
                 Image.fromarray(image).save(lay.image_path(name) if lay.images.is_dir() else _mk(lay.image_path(name)),
                                             format="JPEG", quality=95)
                 anno = _annotation(name, kp, visible, np.abs(cos) * visible, pose, size, k)
-                layout.save_annotation(lay.annotation3d_path(mesh_d, name), **anno)
+                annotation.save(lay.annotation3d_path(mesh_d, name), **anno)
                 two_d = {key: v for key, v in anno.items() if key != "kp_weights"}
                 two_d["cropped_kp_list"] = kp[:12].astype(np.float32)
                 two_d["visible"] = visible[:12].astype(np.int32)
-                layout.save_annotation(lay.annotation_path(name), **two_d)
+                annotation.save(lay.annotation_path(name), **two_d)
                 lists[k].append(name)
             for k, names in lists.items():
                 layout.write_list(lay.mesh_list_path(mesh_d, k), names)

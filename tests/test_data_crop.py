@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nemopose import constants
 from nemopose.data import crop, layout
 
 
@@ -48,7 +49,7 @@ def _naive_crop(image, geom):
 def test_crop_properties(h, w, distance, px, py, frac, scale):
     x0, x1 = sorted([frac[0] * w, frac[1] * w])
     y0, y1 = sorted([frac[2] * h, frac[3] * h])
-    out_shape = layout.scaled_image_size("car", scale)
+    out_shape = constants.image_size("car", scale)
     bbox = np.array([x0, y0, x1 + 2, y1 + 2])
     try:
         geom = crop.crop_geometry(bbox, np.array([px, py]), distance, (h, w), out_shape, scale)

@@ -8,9 +8,9 @@ import pytest
 import scipy.io
 
 from nemopose import constants
-from nemopose.data import layout, pascal3d, synthetic
+from nemopose.data import annotation, layout, mat_record, pascal3d, synthetic, synthetic_scene
 
-VIEW = synthetic.View(azimuth=math.radians(123.4), elevation=math.radians(17.0), theta=math.radians(-3.0),
+VIEW = synthetic_scene.View(azimuth=math.radians(123.4), elevation=math.radians(17.0), theta=math.radians(-3.0),
                       distance=6.5, px=251.25, py=180.5, height=375, width=500)
 
 
@@ -19,15 +19,15 @@ def _record(status=None):
     status = np.array([1, 2, 0] * 4) if status is None else status
     xy = np.stack([np.arange(len(names)) * 10.0 + 0.25, np.arange(len(names)) * 5.0 + 0.5], axis=1)
     xy[status != 1] = 0
-    return synthetic.make_record("n0001", "car", VIEW, np.array([10.5, 20.25, 300.0, 250.75]), 3, "sedan",
-                                 status, xy), xy
+    record = synthetic.object_record("n0001", VIEW, np.array([10.5, 20.25, 300.0, 250.75]), 3, "sedan", status, xy)
+    return mat_record.record_struct(record, "car", source="synthetic (nemopose)", database="synthetic"), xy
 
 
 def test_mat_round_trip_has_the_real_nesting(tmp_path):
     """A record written with savemat reads back with the indexing of SPEC 6 (real data)."""
     rec, xy = _record()
     path = tmp_path / "n0001.mat"
-    synthetic.save_mat(path, rec)
+    mat_record.save_struct(path, rec)
     raw = scipy.io.loadmat(path)["record"]
     assert list(raw["imgsize"][0, 0][0]) == [500, 375, 3]
     objects = raw["objects"][0, 0]
@@ -42,7 +42,7 @@ def test_mat_round_trip_has_the_real_nesting(tmp_path):
     assert anchor["status"][0, 0][0, 0] == 1
     np.testing.assert_allclose(anchor["location"][0, 0][0], xy[0])
 
-    record = pascal3d.load_record(path, "car")
+    record = mat_record.load_record(path, "car")
     assert record.name == "n0001" and (record.width, record.height) == (500, 375)
     assert record.cad_index == 3 and record.subtype == "sedan"
     assert record.viewpoint.azimuth == pytest.approx(VIEW.azimuth)
@@ -90,17 +90,17 @@ def _strip(rec, path_keys):
 def test_missing_field_is_named(tmp_path, keys, field):
     rec, _ = _record()
     path = tmp_path / "bad.mat"
-    synthetic.save_mat(path, _strip(rec, keys))
-    with pytest.raises(pascal3d.RecordError, match=f"bad.mat: missing or malformed field '{field}'"):
-        pascal3d.load_record(path, "car")
+    mat_record.save_struct(path, _strip(rec, keys))
+    with pytest.raises(mat_record.RecordError, match=f"bad.mat: missing or malformed field '{field}'"):
+        mat_record.load_record(path, "car")
 
 
 def test_unreadable_record_and_image_are_named(tmp_path):
     (tmp_path / "x.mat").write_bytes(b"MATLAB garbage")
-    with pytest.raises(pascal3d.RecordError, match="x.mat: cannot read .mat file"):
-        pascal3d.load_record(tmp_path / "x.mat", "car")
-    with pytest.raises(pascal3d.RecordError, match="does not exist"):
-        pascal3d.load_record(tmp_path / "none.mat", "car")
+    with pytest.raises(mat_record.RecordError, match="x.mat: cannot read .mat file"):
+        mat_record.load_record(tmp_path / "x.mat", "car")
+    with pytest.raises(mat_record.RecordError, match="does not exist"):
+        mat_record.load_record(tmp_path / "none.mat", "car")
     from PIL import Image
     import io
 
@@ -140,24 +140,23 @@ def test_occluder_mask(tmp_path):
     np.savez_compressed(tmp_path / "m.npz", occluder_mask=np.eye(3, dtype=bool))
     np.testing.assert_array_equal(pascal3d.load_occluder_mask(tmp_path / "m.npz"), np.eye(3, dtype=bool))
     np.savez(tmp_path / "n.npz", other=np.eye(3))
-    with pytest.raises(pascal3d.RecordError, match="n.npz: missing or malformed field 'occluder_mask'"):
+    with pytest.raises(mat_record.RecordError, match="n.npz: missing or malformed field 'occluder_mask'"):
         pascal3d.load_occluder_mask(tmp_path / "n.npz")
-    with pytest.raises(pascal3d.RecordError, match="does not exist"):
+    with pytest.raises(mat_record.RecordError, match="does not exist"):
         pascal3d.load_occluder_mask(tmp_path / "none.npz")
 
 
 def test_real_sample_annotation_has_our_keys(shared_data):
     """The authors' real prepared car loads, and our 2D annotations carry every key it has."""
-    from nemopose.data import prepare
     from nemopose.data.crop import crop_geometry
 
-    sample = layout.load_annotation(shared_data / "real" / "nemo_sample_car" / "car_annotation.npz")
+    sample = annotation.load(shared_data / "real" / "nemo_sample_car" / "car_annotation.npz")
     assert sample["box"].shape == (6,) and sample["cropped_kp_list"].shape == (12, 2)
-    record = pascal3d.ObjectRecord("n0001", 500, 375, np.array([10.5, 20.25, 300.0, 250.75]), 3,
-                                   pascal3d.Viewpoint(1.0, 0.2, 0.0, 6.5, 1.0, 251.0, 180.0, 3000.0),
+    record = mat_record.ObjectRecord("n0001", 500, 375, np.array([10.5, 20.25, 300.0, 250.75]), 3,
+                                   mat_record.Viewpoint(1.0, 0.2, 0.0, 6.5, 1.0, 251.0, 180.0, 3000.0),
                                    np.ones(12, np.int64), np.full((12, 2), 100.0))
     geom = crop_geometry(record.bbox, record.viewpoint.principal, 6.5, (375, 500), (256, 672))
-    ours = prepare.annotation_2d(record, geom, None)
+    ours = annotation.annotation_2d(record, geom, None)
     assert set(sample) <= set(ours)
     for key in sample:
         assert np.asarray(ours[key]).shape == np.asarray(sample[key]).shape, key

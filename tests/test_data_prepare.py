@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO, TINY_CATEGORIES
 from nemopose import constants, geometry, mesh, render
-from nemopose.data import crop, layout, pascal3d, prepare, synthetic
+from nemopose.data import annotation, crop, layout, mat_record, pascal3d, prepare, stages, synthetic, synthetic_cad
 
 SCALE = 0.5  # the synthetic default
 
@@ -24,7 +24,7 @@ def _release(root):
 def _annos(root, split, cat, level="", mesh_d=None):
     lay = layout.split_layout(root, split, cat, level)
     folder = lay.annotations3d(mesh_d) if mesh_d else lay.annotations
-    return [(p.stem, layout.load_annotation(p, require_3d=bool(mesh_d))) for p in sorted(folder.glob("*.npz"))]
+    return [(p.stem, annotation.load(p, require_3d=bool(mesh_d))) for p in sorted(folder.glob("*.npz"))]
 
 
 def spec3_project(points, anno):
@@ -73,8 +73,8 @@ def test_layout_and_provenance(tiny_dataroot):
             for i, group in by_mesh.items():
                 assert layout.read_list(lay.mesh_list_path("multi", i)) == group
             for name, anno in annos.items():
-                assert set(layout.ANNOTATION_KEYS) | {"padding", "resize_rate"} <= set(anno)
-                assert anno["box_obj"][4:].tolist() == list(layout.scaled_image_size(cat, SCALE))
+                assert set(annotation.REQUIRED_KEYS) | {"padding", "resize_rate"} <= set(anno)
+                assert anno["box_obj"][4:].tolist() == list(constants.image_size(cat, SCALE))
                 assert float(anno["resize_rate"]) == pytest.approx(SCALE * float(anno["distance"]) / 5)
 
 
@@ -97,7 +97,7 @@ def test_crops_equal_the_original_images_cropped(tiny_dataroot):
 
 
 def _render_camera(cat):
-    h, w = layout.scaled_image_size(cat, SCALE)
+    h, w = constants.image_size(cat, SCALE)
     return render.RenderCamera((h // 8, w // 8), render_size=max(h, w) // 8)
 
 
@@ -109,7 +109,7 @@ def test_3d_annotations_agree_with_the_renderer(tiny_dataroot):
     for cat in TINY_CATEGORIES:
         verts, _ = mesh.load_off(layout.cuboid_paths(tiny_dataroot, "single", cat)[0])
         camera = _render_camera(cat)
-        d_r = crop.render_distance_for_crop(layout.scaled_image_size(cat, SCALE), SCALE)
+        d_r = crop.render_distance_for_crop(constants.image_size(cat, SCALE), SCALE)
         for split in ("train", "val"):
             for name, anno in _annos(tiny_dataroot, split, cat, mesh_d="single"):
                 center = geometry.camera_center(torch.tensor([float(anno["azimuth"])], dtype=torch.float64),
@@ -152,7 +152,7 @@ def test_3d_annotations_agree_with_an_independent_projection(tiny_dataroot):
 def test_keypoints_land_on_the_anchors(tiny_dataroot):
     release = _release(tiny_dataroot)
     for cat in TINY_CATEGORIES:
-        anchors = synthetic.load_cad_anchors(release.root / "CAD" / f"{cat}.mat", cat)
+        anchors = synthetic_cad.load_cad_anchors(release.root / "CAD" / f"{cat}.mat", cat)
         n_visible = 0
         for name, anno in _annos(tiny_dataroot, "train", cat):
             xy = spec3_project(anchors[int(anno["cad_index"]) - 1], anno)
@@ -184,7 +184,7 @@ def test_occluded_sets(tiny_dataroot):
                 np.testing.assert_array_equal(anno["occ_mask"], mask)
                 for key in ("box", "box_obj", "cropped_kp_list", "azimuth"):
                     np.testing.assert_array_equal(anno[key], val[name][key])
-                rec = pascal3d.load_record(_release(tiny_dataroot).annotation_path(cat, name), cat)
+                rec = mat_record.load_record(_release(tiny_dataroot).annotation_path(cat, name), cat)
                 x, y = rec.keypoint_xy.T
                 under = np.zeros(len(x), bool)
                 ok = rec.keypoint_status == 1
@@ -209,7 +209,7 @@ def test_unseen_pose_lists(tiny_dataroot, tmp_path):
     scratch = tmp_path / "train"
     shutil.copytree(lay.root, scratch)
     copy = layout.SplitLayout(scratch, "car")
-    prepare._write_azimuth_lists(copy, "single", config)
+    stages.write_azimuth_lists(copy, "single", config)
     kept = layout.read_list(copy.lists3d_azimuth_bins("single", "TTTTFFFF") / "mesh01.txt")
     for name in layout.read_list(copy.mesh_list_path("single", 1)):
         az = float(np.load(copy.annotation_path(name))["azimuth"])

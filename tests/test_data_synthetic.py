@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nemopose import constants, geometry, mesh
-from nemopose.data import layout, pascal3d, prepare, synthetic
+from nemopose.data import layout, mat_record, pascal3d, prepare, synthetic, synthetic_cad, synthetic_scene
 
 TINY = synthetic.preset("tiny")
 
@@ -30,11 +30,11 @@ def test_every_category_renders_a_sensible_object(category, shared_data, tmp_pat
     real, _ = mesh.load_off(shared_data / "real" / "CAD_single" / category / "01.off")
     ours, _ = mesh.cuboid_from_cad([m.verts for m in models])
     ratio = np.ptp(ours, 0) / np.ptp(real, 0)
-    factor = synthetic.SIZE_FACTOR[category]
+    factor = synthetic_cad.SIZE_FACTOR[category]
     assert (ratio > 0.6 * factor).all() and (ratio < 1.25 * factor).all(), ratio
     image, record, rendered = synthetic.generate_image(category, "train", 0, models, TINY)
-    synthetic.save_mat(tmp_path / "r.mat", record)
-    rec = pascal3d.load_record(tmp_path / "r.mat", category)
+    mat_record.save_record(tmp_path / "r.mat", record, category)
+    rec = mat_record.load_record(tmp_path / "r.mat", category)
     x0, y0, x1, y1 = rec.bbox
     h, w = rendered.mask.shape
     assert (rec.width, rec.height) == (w, h)
@@ -55,14 +55,14 @@ def test_every_category_renders_a_sensible_object(category, shared_data, tmp_pat
 def test_views_fit_the_crop_and_are_pascal_like():
     rng = np.random.default_rng(0)
     model = synthetic.cad_models("car", TINY)[0]
-    views = [synthetic.sample_view(rng, model, TINY, "car") for _ in range(200)]
+    views = [synthetic_scene.sample_view(rng, model, "car", TINY.width_range, TINY.aspect_range, TINY.object_fraction) for _ in range(200)]
     az = np.array([v.azimuth for v in views])
     el = np.degrees([v.elevation for v in views])
     assert np.histogram(az, bins=4, range=(0, 2 * math.pi))[0].min() > 30       # azimuth uniform
     assert np.mean((el >= -10) & (el <= 40)) > 0.8
     assert max(abs(math.degrees(v.theta)) for v in views) <= 15
-    fills = [synthetic.crop_fill(model, "car", v.azimuth, v.elevation, v.theta) for v in views]
-    assert np.mean(np.array(fills) <= synthetic.CROP_FILL) > 0.95
+    fills = [synthetic_scene.crop_fill(model, "car", v.azimuth, v.elevation, v.theta) for v in views]
+    assert np.mean(np.array(fills) <= synthetic_scene.CROP_FILL) > 0.95
 
 
 def test_pose_is_identifiable_from_appearance():
@@ -70,7 +70,7 @@ def test_pose_is_identifiable_from_appearance():
     model = synthetic.cad_models("car", TINY)[0]
     means = []
     for az in (0.0, math.pi / 2, math.pi, 3 * math.pi / 2):
-        r = synthetic.render_object(model, az, 0.0, 0.0, 12.0, (120.0, 90.0), (180, 240))
+        r = synthetic_scene.render_object(model, az, 0.0, 0.0, 12.0, (120.0, 90.0), (180, 240))
         means.append(r.colour[r.mask].mean(0))
     means = np.array(means)
     dist = np.linalg.norm(means[:, None] - means[None], axis=-1)
@@ -92,7 +92,7 @@ def test_occluders_cover_the_level():
     image, _, rendered = synthetic.generate_image("car", "val", 0, models, TINY)
     rng = np.random.default_rng(0)
     for level, (lo, hi) in constants.OCCLUSION_FG_RANGES.items():
-        out, mask, frac = synthetic.paste_occluders(rng, image, rendered.mask, (lo, hi))
+        out, mask, frac = synthetic_scene.paste_occluders(rng, image, rendered.mask, (lo, hi))
         assert lo <= frac <= hi and mask.dtype == bool
         assert frac == pytest.approx((mask & rendered.mask).sum() / rendered.mask.sum())
         assert not np.array_equal(out[mask], image[mask]) and np.array_equal(out[~mask], image[~mask])
@@ -106,7 +106,7 @@ def test_generate_marks_and_refuses_mismatch(tmp_path):
     release = layout.release_root(tmp_path)
     assert (release / "Images" / "bus_imagenet" / "synthetic_bus_train_0000.JPEG").is_file()
     assert (release / "CAD" / "bus.mat").is_file()
-    anchors = synthetic.load_cad_anchors(release / "CAD" / "bus.mat", "bus")
+    anchors = synthetic_cad.load_cad_anchors(release / "CAD" / "bus.mat", "bus")
     np.testing.assert_allclose(anchors[0], synthetic.cad_models("bus", config)[0].anchors)
     with pytest.raises(synthetic.SyntheticMismatch, match="other settings"):
         synthetic.generate(tmp_path, ["bus"], synthetic.preset("tiny", seed=5, occluded=False), progress=False)

@@ -7,7 +7,7 @@ from nemopose import evaluate
 
 
 def test_metrics_on_hand_made_errors():
-    deg = np.radians([1.0, 5.0, 9.0, 11.0, 29.0, 31.0, 90.0])
+    deg = np.array([1.0, 5.0, 9.0, 11.0, 29.0, 31.0, 90.0])
     m = evaluate.metrics(deg)
     assert m.n == 7
     assert m.acc_pi6 == pytest.approx(100 * 5 / 7)
@@ -16,12 +16,12 @@ def test_metrics_on_hand_made_errors():
 
 
 def test_thresholds_are_strict():
-    m = evaluate.metrics(np.array([math.pi / 6, math.pi / 18]))
+    m = evaluate.metrics(np.degrees([math.pi / 6, math.pi / 18]))
     assert m.acc_pi6 == pytest.approx(50.0) and m.acc_pi18 == 0.0
 
 
 def test_weighted_mean_and_pooled_median():
-    errs = {"car": np.radians([1.0, 2.0, 3.0]), "bus": np.radians([40.0]), "aeroplane": np.radians([10.0, 50.0])}
+    errs = {"car": np.array([1.0, 2.0, 3.0]), "bus": np.array([40.0]), "aeroplane": np.array([10.0, 50.0])}
     t = evaluate.accuracy_table(errs)
     assert list(t.per_category) == ["aeroplane", "bus", "car"]          # canonical order
     # Mean = image-count weighted mean of per-category values (the original's)
@@ -36,12 +36,12 @@ def test_weighted_mean_and_pooled_median():
 def test_rotation_errors_from_poses():
     pred = {"azimuth": [0.1, 1.0], "elevation": [0.2, 0.0], "theta": [0.0, 0.0]}
     gt = {"azimuth": [0.1, 1.0 + math.radians(20)], "elevation": [0.2, 0.0], "theta": [0.0, 0.0]}
-    err = evaluate.rotation_errors(pred, gt)
-    assert err[0] == pytest.approx(0.0, abs=1e-7)
-    assert math.degrees(err[1]) == pytest.approx(20.0, abs=1e-6)   # at elevation 0 azimuth is a pure rotation
-    bad = evaluate.rotation_errors({"azimuth": [float("nan")], "elevation": [0.0], "theta": [0.0]},
-                                   {"azimuth": [0.0], "elevation": [0.0], "theta": [0.0]})
-    assert bad[0] == pytest.approx(math.pi / 2)
+    err = evaluate.rotation_errors_deg(pred, gt)
+    assert err[0] == pytest.approx(0.0, abs=1e-5)
+    assert err[1] == pytest.approx(20.0, abs=1e-6)   # at elevation 0 azimuth is a pure rotation
+    bad = evaluate.rotation_errors_deg({"azimuth": [float("nan")], "elevation": [0.0], "theta": [0.0]},
+                                       {"azimuth": [0.0], "elevation": [0.0], "theta": [0.0]})
+    assert bad[0] == pytest.approx(90.0)
 
 
 def test_predictions_csv_round_trip(tmp_path):
@@ -52,11 +52,11 @@ def test_predictions_csv_round_trip(tmp_path):
     back = evaluate.load_predictions_csv(tmp_path / "p.csv")
     assert back[0]["name"] == "a" and back[0]["error_deg"] == pytest.approx(3.0)
     errs = evaluate.errors_from_rows(back)
-    assert errs["car"][0] == pytest.approx(math.radians(3.0))
+    assert errs["car"][0] == pytest.approx(3.0)
 
 
 def test_summary_table():
-    t = evaluate.accuracy_table({"car": np.radians([1.0, 50.0])})
+    t = evaluate.accuracy_table({"car": np.array([1.0, 50.0])})
     text = evaluate.format_summary({"": t, "FGL1_BGL1": t})
     assert "L0" in text and "FGL1_BGL1" in text
 

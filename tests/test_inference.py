@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from nemopose import evaluate, inference, train as T
-from nemopose.data import layout
+from nemopose.data import annotation, layout
+from nemopose.experiment import Experiment
 from nemopose.data.datasets import TestDataset
 from nemopose.pose import SolverConfig
 
@@ -44,7 +45,7 @@ def test_two_stage_writes_the_original_feature_file_and_tables(trained):
     cfg = config(trained)
     table = inference.run(cfg)
     dataset = TestDataset(cfg.dataroot, "car", mesh_d="single", mesh_index=None)
-    feat = inference.feature_file(cfg.exproot, "single", "car")
+    feat = Experiment(cfg.exproot, "single").feature_file("car")
     with np.load(feat) as f:
         names = list(f["names_mesh01"])
         assert names == dataset.names
@@ -53,14 +54,14 @@ def test_two_stage_writes_the_original_feature_file_and_tables(trained):
         assert f["memory_mesh01"].shape == (n_verts, 128) and f["clutter_mesh01"].shape == (5 * 8, 128)
         assert f[names[0]].shape == (128,) + tuple(s // 8 for s in dataset.image_size)
         np.testing.assert_allclose(np.linalg.norm(f[names[0]], axis=0), 1.0, atol=1e-5)
-    out = inference.accuracy_dir(cfg.exproot, "single")
+    out = Experiment(cfg.exproot, "single").accuracy
     rows = evaluate.load_predictions_csv(out / "predictions_L0.csv")
     assert [r["name"] for r in rows] == sorted(dataset.names)
     # the stored error is the rotation error of the stored poses
     for r in rows:
-        err = evaluate.rotation_errors({k: [r[k]] for k in ("azimuth", "elevation", "theta")},
-                                       {k: [r[f"gt_{k}"]] for k in ("azimuth", "elevation", "theta")})[0]
-        assert math.degrees(err) == pytest.approx(r["error_deg"], abs=1e-3)
+        err = evaluate.rotation_errors_deg({k: [r[k]] for k in ("azimuth", "elevation", "theta")},
+                                           {k: [r[f"gt_{k}"]] for k in ("azimuth", "elevation", "theta")})[0]
+        assert err == pytest.approx(r["error_deg"], abs=1e-3)
     assert table.mean.n == len(dataset)
     meta = evaluate.read_table_json(out / "accuracy_L0.json")
     assert meta["synthetic"] is True and meta["mean"]["n"] == len(dataset)
@@ -72,27 +73,27 @@ def test_two_stage_writes_the_original_feature_file_and_tables(trained):
 def test_fused_equals_two_stage_and_occluded_levels(trained):
     for level in ("", "FGL2_BGL2"):
         two = inference.run(config(trained, occ_level=level))
-        rows_two = evaluate.load_predictions_csv(inference.accuracy_dir(trained[1], "single") /
+        rows_two = evaluate.load_predictions_csv(Experiment(trained[1], "single").accuracy /
                                                  f"predictions_{level or 'L0'}.csv")
         fused = inference.run(config(trained, occ_level=level, fused=True))
-        rows_fused = evaluate.load_predictions_csv(inference.accuracy_dir(trained[1], "single") /
+        rows_fused = evaluate.load_predictions_csv(Experiment(trained[1], "single").accuracy /
                                                    f"predictions_{level or 'L0'}.csv")
         assert [r["name"] for r in rows_two] == [r["name"] for r in rows_fused]
         for a, b in zip(rows_two, rows_fused):
             for key in ("azimuth", "elevation", "theta", "distance"):
                 assert a[key] == pytest.approx(b[key], abs=1e-4)
         assert two.mean.n == fused.mean.n
-    assert inference.feature_file(trained[1], "single", "car", "FGL2_BGL2").name == \
+    assert Experiment(trained[1], "single").feature_file("car", "FGL2_BGL2").name == \
         "FGL2_BGL2_saved_feature_car_single.npz"
 
 
 def test_multi_meshes_use_the_annotated_cad_model(trained):
     cfg = config(trained, mesh_d="multi", fused=True)
     inference.run(cfg)
-    rows = evaluate.load_predictions_csv(inference.accuracy_dir(cfg.exproot, "multi") / "predictions_L0.csv")
+    rows = evaluate.load_predictions_csv(Experiment(cfg.exproot, "multi").accuracy / "predictions_L0.csv")
     lay = layout.split_layout(cfg.dataroot, "val", "car")
     for r in rows:
-        assert int(r["mesh"]) == int(layout.load_annotation(lay.annotation_path(r["name"]))["cad_index"])
+        assert int(r["mesh"]) == int(annotation.load(lay.annotation_path(r["name"]))["cad_index"])
     best = inference.run(replace(cfg, mesh_selection="best"))
     assert best.mean.n == len(rows)
 
@@ -108,7 +109,7 @@ def test_torchrun_two_ranks_equal_one(trained, tmp_path):
     """Images sharded over 2 gloo ranks: the gathered results equal a 1-process run."""
     dataroot, exproot = trained
     one = inference.run(config(trained, fused=True))
-    rows_one = evaluate.load_predictions_csv(inference.accuracy_dir(exproot, "single") / "predictions_L0.csv")
+    rows_one = evaluate.load_predictions_csv(Experiment(exproot, "single").accuracy / "predictions_L0.csv")
     out = tmp_path / "exp2"
     (out / "NeMo_single").mkdir(parents=True)
     for f in (Path(exproot) / "NeMo_single").glob("saved_model_car_*.pth"):
@@ -145,7 +146,7 @@ def test_viewpoint_statistics(tiny_dataroot, tmp_path, capsys):
 
     v = viewpoints.viewpoints(tiny_dataroot, "train", "car")
     lay = layout.split_layout(tiny_dataroot, "train", "car")
-    first = layout.load_annotation(sorted(lay.annotations.glob("*.npz"))[0])
+    first = annotation.load(sorted(lay.annotations.glob("*.npz"))[0])
     assert v[0, 0] == pytest.approx(np.degrees(float(first["azimuth"])) % 360)
     assert viewpoints.main(["--dataroot", str(tiny_dataroot), "--categories", "car", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "car_train.png").is_file()

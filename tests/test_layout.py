@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from nemopose.data import layout
+from nemopose import constants
+from nemopose.data import annotation, layout
 
 
 def test_paths_follow_spec_layout(tmp_path):
@@ -23,7 +24,7 @@ def test_list_round_trip(tmp_path):
 
 
 def test_real_annotation_loads(shared_data):
-    anno = layout.load_annotation(shared_data / "real" / "nemo_sample_car" / "car_annotation.npz")
+    anno = annotation.load(shared_data / "real" / "nemo_sample_car" / "car_annotation.npz")
     assert str(anno["name"]) == "n02958343_2202"
     assert anno["cropped_kp_list"].shape == (12, 2)
     assert float(anno["distance"]) == pytest.approx(5.895104611896633)
@@ -31,16 +32,16 @@ def test_real_annotation_loads(shared_data):
 
 def test_missing_key_is_reported(tmp_path):
     np.savez(tmp_path / "x.npz", name="x")
-    with pytest.raises(layout.AnnotationError, match="x.npz: missing annotation keys"):
-        layout.load_annotation(tmp_path / "x.npz")
+    with pytest.raises(annotation.AnnotationError, match="x.npz: missing annotation keys"):
+        annotation.load(tmp_path / "x.npz")
     (tmp_path / "y.npz").write_bytes(b"garbage")
-    with pytest.raises(layout.AnnotationError, match="y.npz: cannot read"):
-        layout.load_annotation(tmp_path / "y.npz")
+    with pytest.raises(annotation.AnnotationError, match="y.npz: cannot read"):
+        annotation.load(tmp_path / "y.npz")
 
 
 def test_scaled_image_size_and_info(tmp_path):
-    assert layout.scaled_image_size("car", 1.0) == (256, 672)
-    assert layout.scaled_image_size("car", 0.5) == (128, 336)
+    assert constants.image_size("car", 1.0) == (256, 672)
+    assert constants.image_size("car", 0.5) == (128, 336)
     layout.save_dataset_info(tmp_path, layout.DatasetInfo(synthetic=True, image_scale=0.5, source="gen"))
     info = layout.load_dataset_info(tmp_path)
     assert info.synthetic and info.image_size("car") == (128, 336)

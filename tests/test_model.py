@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from hypothesis import given, settings, strategies as st
 
-from nemopose import checkpoint, model as M
+from nemopose import checkpoint, experiment, model as M
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_original_checkpoint_loads_with_same_features(resnetext, tmp_path):
     args = argparse.Namespace(type_="car", d_feature=128, local_size=[1, 1], mesh_d="single")
     torch.save({"state": state, "memory": memory, "timestamp": 1600000000, "args": args},
                tmp_path / "3D512_points1saved_model_car_799.pth")
-    assert checkpoint.final_checkpoint(tmp_path, "car").name == "3D512_points1saved_model_car_799.pth"
+    assert experiment.list_checkpoints(tmp_path, "car")[-1][1].name == "3D512_points1saved_model_car_799.pth"
     loaded, memories, info = checkpoint.load_network(tmp_path / "3D512_points1saved_model_car_799.pth")
     assert info["original"] and info["backbone"] == "resnetext" and info["category"] == "car"
     torch.testing.assert_close(memories[0], memory[0])

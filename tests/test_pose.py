@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from nemopose import geometry, mesh, pose, render
+from nemopose import geometry, mesh, pose, render, score
 
 CAR_EXTENT = ((-0.18409, 0.18409), (-0.44080, 0.43363), (-0.16812, 0.12016))
 
@@ -179,8 +179,8 @@ def test_pose_loss_formula():
     s_o = torch.tensor([[0.0, 0.9, 0.2, 0.0]])
     s_c = torch.tensor([[0.5, 0.1, 0.4, 0.3]])
     expected = 1 - (np.mean([0.5, 0.9, 0.4, 0.3]) - np.mean([0.5, 0.1, 0.4, 0.3]))
-    assert float(pose.pose_loss(s_o, s_c)[0]) == pytest.approx(expected)
-    assert float(pose.pose_loss(s_o, None)[0]) == pytest.approx(1 - 0.275)
+    assert float(score.pose_loss(s_o, s_c)[0]) == pytest.approx(expected)
+    assert float(score.pose_loss(s_o, None)[0]) == pytest.approx(1 - 0.275)
 
 
 def test_bad_inputs(car_problem):

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from fakedata import make_fake_dataset
-from nemopose import checkpoint, train as T
-from nemopose.data import datasets, layout
+from nemopose import checkpoint, constants, experiment, train as T, train_config
+from nemopose.experiment import Experiment
+from nemopose.data import annotation, datasets, layout
 from nemopose.distributed import DistContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,18 +42,18 @@ def test_original_lr_quirk_matches_the_original_loop():
         if (epoch - 1) % 10 == 0:
             lr = base * 0.2
         seen.append(lr)
-    assert [T.original_lr(e, base) for e in range(45)] == seen
+    assert [train_config.original_lr(e, base) for e in range(45)] == seen
     assert seen[0] == 1e-4 and seen[1] == seen[44] == pytest.approx(2e-5)
     cfg = T.TrainConfig(lr_schedule="step", update_lr_epoch_n=10, update_lr=0.5)
-    assert [T.learning_rate(e, cfg) for e in (0, 9, 10, 25)] == [1e-4, 1e-4, 5e-5, 2.5e-5]
+    assert [train_config.learning_rate(e, cfg) for e in (0, 9, 10, 25)] == [1e-4, 1e-4, 5e-5, 2.5e-5]
     cosine = T.TrainConfig(lr_schedule="cosine", total_epochs=10, lr=1.0)
-    assert T.learning_rate(0, cosine) == 1.0 and T.learning_rate(5, cosine) == pytest.approx(0.5)
+    assert train_config.learning_rate(0, cosine) == 1.0 and train_config.learning_rate(5, cosine) == pytest.approx(0.5)
 
 
 def test_accumulation_quirk():
-    steps = [i for i in range(25) if T.original_should_step(i, 10)]
+    steps = [i for i in range(25) if train_config.original_should_step(i, 10)]
     assert steps == [0, 10, 20]             # the first step follows a single backward
-    assert [i for i in range(25) if T.aligned_should_step(i, 10)] == [9, 19]
+    assert [i for i in range(25) if train_config.aligned_should_step(i, 10)] == [9, 19]
 
 
 def test_faithful_defaults():
@@ -62,8 +63,8 @@ def test_faithful_defaults():
         (108, 800, 1e-4, 1e-4, 0.07, 48.0, 5e-3, 5, 512, 0.9, 128, 10, 200)
     assert c.backbone == "resnetext" and c.pretrained == "imagenet" and c.lr_schedule == "original"
     assert [e for e in range(800) if T._should_save(e, c)] == [199, 399, 599, 799]
-    assert checkpoint.checkpoint_name("car", 799) == "saved_model_car_799.pth"
-    assert checkpoint.checkpoint_name("car", 7) == "saved_model_car_07.pth"
+    assert experiment.checkpoint_name("car", 799) == "saved_model_car_799.pth"
+    assert experiment.checkpoint_name("car", 7) == "saved_model_car_07.pth"
 
 
 # ----------------------------------------------------------------------------- sampler
@@ -95,11 +96,11 @@ def test_global_batches_split_across_ranks(size, batch, world):
 def test_training_dataset_items(fake_root):
     ds = datasets.TrainingDataset(fake_root, "car", "single", 1)
     item = ds[0]
-    h, w = layout.scaled_image_size("car", 0.25)
+    h, w = constants.image_size("car", 0.25)
     assert item["image"].shape == (3, h, w) and item["image"].dtype == torch.float32
     assert item["vertex_pixels"].shape == (ds.num_vertices, 2)
     assert set(torch.unique(item["weights"]).tolist()) <= {0.0, 1.0}          # the 0/1 quirk
-    anno = layout.load_annotation(ds.layout.annotation3d_path("single", ds.names[0]), require_3d=True)
+    anno = annotation.load(ds.layout.annotation3d_path("single", ds.names[0]), require_3d=True)
     expected = ((anno["visible"] == 1) & (anno["kp_weights"] > 0)).astype(np.float32)
     np.testing.assert_array_equal(item["weights"].numpy(), expected)
     weighted = datasets.TrainingDataset(fake_root, "car", "single", 1, vertex_weights="weighted")[0]["weights"]
@@ -135,11 +136,11 @@ def test_test_dataset_items(fake_root):
     ds = datasets.TestDataset(fake_root, "car", split="val", with_vertices=True)
     assert len(ds) == 4
     item = ds[1]
-    anno = layout.load_annotation(ds.layout.annotation_path(ds.names[1]))
+    anno = annotation.load(ds.layout.annotation_path(ds.names[1]))
     assert item["name"] == ds.names[1] and item["cad_index"] == int(anno["cad_index"]) == 1
     assert item["azimuth"] == pytest.approx(float(anno["azimuth"]))
     assert item["theta"] == pytest.approx(float(anno["theta"]))
-    assert item["image"].shape == (3,) + layout.scaled_image_size("car", 0.25)
+    assert item["image"].shape == (3,) + constants.image_size("car", 0.25)
     assert item["vertex_pixels"].shape[1] == 2 and item["visible"].dtype == torch.bool
     assert len(datasets.TestDataset(fake_root, "car", split="val", mesh_index=None)) == 4
 
@@ -152,10 +153,10 @@ def test_training_reduces_the_loss_and_checkpoint_round_trips(fake_root, tmp_pat
     out = T.train(cfg)
     losses = [h["loss"] for h in out["history"]]
     assert losses[-1] < 0.6 * losses[0], losses
-    exp = checkpoint.experiment_dir(tmp_path, "single")
-    path = exp / "saved_model_car_05.pth"
-    assert out["checkpoint"] == path and checkpoint.final_checkpoint(exp, "car") == path
-    lines = [json.loads(line) for line in (exp / "train_log_car.jsonl").read_text().splitlines()]
+    exp = Experiment(tmp_path, "single")
+    path = exp.checkpoint_path("car", 5)
+    assert out["checkpoint"] == path and exp.final_checkpoint("car") == path
+    lines = [json.loads(line) for line in exp.train_log_path("car").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == list(range(6)) and all("images_per_s" in r for r in lines)
     ckpt = checkpoint.load_checkpoint(path)
     for key in ("state", "memory", "timestamp", "args", "epoch", "optimizer", "rng", "config", "banks"):
@@ -191,13 +192,13 @@ def test_exact_resume_after_a_crash(fake_root, tmp_path):
 
     with pytest.raises(_Crash):
         T.train(cfg_b, on_iteration=crash)
-    exp_b = checkpoint.experiment_dir(tmp_path / "b", "single")
-    assert [p.name for _, p in checkpoint.list_checkpoints(exp_b, "car", include_resume=True)] == ["resume_car_01.pth"]
+    exp_b = Experiment(tmp_path / "b", "single")
+    assert [p.name for _, p in exp_b.list_checkpoints("car", include_resume=True)] == ["resume_car_01.pth"]
     resumed = T.train(cfg_b)
     assert resumed["epochs_run"] == 2
-    assert sorted(p.name for p in exp_b.glob("*.pth")) == ["saved_model_car_03.pth"]   # resume files cleaned
-    a = checkpoint.load_checkpoint(checkpoint.experiment_dir(tmp_path / "a", "single") / "saved_model_car_03.pth")
-    b = checkpoint.load_checkpoint(exp_b / "saved_model_car_03.pth")
+    assert sorted(p.name for p in exp_b.checkpoints.glob("*.pth")) == ["saved_model_car_03.pth"]   # resume files cleaned
+    a = checkpoint.load_checkpoint(Experiment(tmp_path / "a", "single").checkpoint_path("car", 3))
+    b = checkpoint.load_checkpoint(exp_b.checkpoint_path("car", 3))
     assert a["iteration"] == b["iteration"] == 12
     for key in a["state"]:
         assert torch.equal(a["state"][key], b["state"][key]), key
@@ -225,12 +226,12 @@ def test_cli_presets_and_overrides(fake_root):
     args = parser.parse_args(["--dataroot", str(fake_root), "--preset", "demo", "--total-epochs", "3"])
     cfg = T.config_from_args(args, "car")
     assert cfg.backbone == "light" and cfg.pretrained == "random" and cfg.total_epochs == 3
-    assert cfg.batch_size == T.PRESETS["demo"]["batch_size"]
+    assert cfg.batch_size == train_config.PRESETS["demo"]["batch_size"]
     faithful = T.config_from_args(parser.parse_args([]), "bus")
     assert faithful == T.TrainConfig(category="bus")
     old = T.config_from_args(parser.parse_args(["--sperate_bank", "True", "--no-cache-images"]), "car")
     assert old.separate_bank is True and old.cache_images is False
-    assert T.available_categories(fake_root, "single") == ["car"]
+    assert layout.prepared_categories(fake_root, "single") == ["car"]
 
 
 # ----------------------------------------------------------------------------- distributed

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nemopose import checkpoint, feature_quality, train as T
+from nemopose.experiment import Experiment
 from nemopose.data import layout, prepare
 from nemopose.data.datasets import TestDataset
 
@@ -30,7 +31,7 @@ def test_multi_mesh_training_on_prepared_data(tiny_root, tmp_path):
     assert set(record["mesh_loss"]) == {f"mesh{i:02d}" for i in range(1, len(meshes) + 1)
                                         if layout.read_list(layout.split_layout(tiny_root, "train", "car")
                                                             .mesh_list_path("multi", i))}
-    ckpt = checkpoint.load_checkpoint(checkpoint.final_checkpoint(tmp_path / "NeMo_multi", "car"))
+    ckpt = checkpoint.load_checkpoint(Experiment(tmp_path, "multi").final_checkpoint("car"))
     assert len(ckpt["memory"]) == len(meshes) and ckpt["args"].mesh_d == "multi"
     net, memories, _ = checkpoint.load_network(ckpt)
     for m, n in zip(memories, ckpt["num_vertices"]):

@@ -13,7 +13,8 @@ and adds what exact resumption needs: ``format``, ``model`` (how to rebuild the 
 completed), ``iteration`` (the global iteration counter), ``optimizer``, ``pending_grad``
 (gradients accumulated since the last optimiser step), ``rng`` and ``config``.
 
-Rolling resume checkpoints ``resume_<cat>_<epoch>.pth`` have the same content.
+Rolling resume checkpoints ``resume_<cat>_<epoch>.pth`` have the same content. File names
+and folders are :mod:`nemopose.experiment`'s.
 """
 
 from __future__ import annotations
@@ -22,57 +23,27 @@ import argparse
 import logging
 import os
 import random
-import re
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .bank import FeatureBank
+from .errors import NemoPoseError
+from .experiment import CheckpointNotFound
 from .model import NeMoNet, from_original_state_dict, is_original_state_dict
+from .train_config import RESUME_KEYS, TrainConfig, TrainState, config_dict
 from .utils import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
 FORMAT = "nemopose-train-1"
-_SAVED = re.compile(r"^(?:3D\d+_points1)?saved_model_(?P<cat>[a-z]+)_(?P<epoch>\d+)\.pth$")
-_RESUME = re.compile(r"^resume_(?P<cat>[a-z]+)_(?P<epoch>\d+)\.pth$")
 
 
-def experiment_dir(exproot: str | os.PathLike, mesh_d: str, azimuth_bins: str = "") -> Path:
-    """``<exproot>/NeMo_<mesh_d>/`` (the original TrainNeMo.sh's SAVED_NETWORK_PATH); with an
-    unseen-pose azimuth mask ``<exproot>/NeMo_<mesh_d>_azum_<mask>/`` (the original's suffix)."""
-    return Path(exproot) / (f"NeMo_{mesh_d}" + (f"_azum_{azimuth_bins}" if azimuth_bins else ""))
-
-
-def checkpoint_name(category: str, epoch: int) -> str:
-    return f"saved_model_{category}_{epoch:02d}.pth"
-
-
-def resume_name(category: str, epoch: int) -> str:
-    return f"resume_{category}_{epoch:02d}.pth"
-
-
-def list_checkpoints(folder: str | os.PathLike, category: str, include_resume: bool = False) -> list[tuple[int, Path]]:
-    """``(epoch, path)`` of a category's checkpoints in ``folder``, sorted by epoch. Also finds
-    the original's names (``3D512_points1saved_model_<cat>_799.pth``)."""
-    folder = Path(folder)
-    found = []
-    if folder.is_dir():
-        for p in folder.iterdir():
-            m = _SAVED.match(p.name) or (_RESUME.match(p.name) if include_resume else None)
-            if m and m.group("cat") == category:
-                found.append((int(m.group("epoch")), p))
-    # at equal epochs prefer the saved_model file
-    return sorted(found, key=lambda t: (t[0], t[1].name.startswith("saved_model") or "points1" in t[1].name))
-
-
-def final_checkpoint(folder: str | os.PathLike, category: str) -> Path:
-    """The highest-epoch ``saved_model_<cat>_*.pth`` in ``folder`` (what extraction loads)."""
-    found = list_checkpoints(folder, category)
-    if not found:
-        raise FileNotFoundError(f"no checkpoint saved_model_{category}_*.pth in {folder}; run TrainNeMo.sh first")
-    return found[-1][1]
+class CheckpointError(NemoPoseError, ValueError):
+    """A checkpoint file that is missing, unreadable or does not fit (the message says which)."""
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -80,14 +51,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     (``weights_only``; the original's ``argparse.Namespace`` is allowed)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointNotFound(f"checkpoint {path} does not exist")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - report the file, whatever torch raised
-        raise ValueError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or "state" not in ckpt or "memory" not in ckpt:
-        raise ValueError(f"{path}: not a NeMo checkpoint (needs 'state' and 'memory')")
+        raise CheckpointError(f"{path}: not a NeMo checkpoint (needs 'state' and 'memory')")
     return ckpt
 
 
@@ -101,7 +72,8 @@ def load_network(ckpt: dict[str, Any] | str | os.PathLike, device: torch.device 
 
     Returns:
         (model in eval mode on ``device``, bank memories ``[(nV + Q, d)]`` per mesh,
-        info dict with ``backbone``, ``d_feature``, ``epoch``, ``original``).
+        info dict with ``backbone``, ``d_feature``, ``epoch``, ``original``, ``category``,
+        ``image_scale`` and ``synthetic`` of the training data (None when not recorded)).
     """
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
@@ -110,7 +82,8 @@ def load_network(ckpt: dict[str, Any] | str | os.PathLike, device: torch.device 
         d_feature = state["head.weight"].shape[0]
         model = NeMoNet("resnetext", d_feature=d_feature, pretrained="random", test_head_bias=test_head_bias)
         info = {"backbone": "resnetext", "d_feature": d_feature, "original": True,
-                "epoch": None, "category": getattr(ckpt.get("args"), "type_", None)}
+                "epoch": None, "category": getattr(ckpt.get("args"), "type_", None), "image_scale": 1.0,
+                "synthetic": False}
     else:
         spec = ckpt["model"]
         model = NeMoNet(spec["backbone"], d_feature=spec["d_feature"], pretrained="random",
@@ -119,7 +92,8 @@ def load_network(ckpt: dict[str, Any] | str | os.PathLike, device: torch.device 
                         light_norm=spec.get("light_norm", "batch"))
         state = ckpt["state"]
         info = {"backbone": spec["backbone"], "d_feature": spec["d_feature"], "original": False,
-                "epoch": ckpt.get("epoch"), "category": ckpt.get("category")}
+                "epoch": ckpt.get("epoch"), "category": ckpt.get("category"),
+                "image_scale": ckpt.get("data", {}).get("image_scale"), "synthetic": ckpt.get("data", {}).get("synthetic")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint does not fit a {info['backbone']} network: missing {missing[:4]}, "
@@ -160,3 +134,72 @@ def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     payload = dict(payload)
     payload.setdefault("format", FORMAT)
     atomic_torch_save(payload, path)
+
+
+# ----------------------------------------------------------------------------- training state
+
+
+def original_args(config: TrainConfig) -> argparse.Namespace:
+    """The configuration under the original TrainNeMo.py's argument names (for old tools)."""
+    return argparse.Namespace(
+        local_size=[1, 1], d_feature=config.d_feature, batch_size=config.batch_size, workers=config.workers,
+        total_epochs=config.total_epochs, distance_thr=config.distance_thr, T=config.T,
+        weight_noise=config.weight_noise, update_lr_epoch_n=config.update_lr_epoch_n, update_lr_=config.update_lr,
+        lr=config.lr, momentum=0.9, train_accumulate=config.accumulate, weight_decay=config.weight_decay,
+        type_=config.category, num_noise=config.num_noise, max_group=config.max_group,
+        adj_momentum=config.momentum, mesh_d=config.mesh_d, root_path=str(config.dataroot))
+
+
+def training_payload(model: NeMoNet, banks: list[FeatureBank], optimizer: torch.optim.Optimizer,
+                     state: TrainState, config: TrainConfig, epoch: int,
+                     data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything needed to use the model and to resume training exactly; ``data`` describes
+    the training data (``image_scale``, ``synthetic``)."""
+    return {
+        "format": FORMAT,
+        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "memory": [b.memory.detach().cpu().clone() for b in banks],
+        "timestamp": int(time.time()),
+        "args": original_args(config),
+        "model": {"backbone": config.backbone, "d_feature": config.d_feature,
+                  "light_widths": list(config.light_widths), "light_norm": config.light_norm},
+        "banks": [{k: v.detach().cpu().clone() for k, v in b.state_dict().items()} for b in banks],
+        "num_vertices": [b.num_vertices for b in banks],
+        "category": config.category,
+        "epoch": epoch,
+        "iteration": state.iteration,
+        "optimizer": optimizer.state_dict(),
+        "pending_grad": [None if p.grad is None else p.grad.detach().cpu().clone() for p in model.parameters()],
+        "rng": rng_state(),
+        "config": config_dict(config),
+        "history": state.history,
+        "data": dict(data or {}),
+    }
+
+
+def restore_training(ckpt: dict[str, Any], model: NeMoNet, banks: list[FeatureBank], optimizer: torch.optim.Optimizer,
+                     config: TrainConfig, device: torch.device, path: Path) -> TrainState:
+    """Load a checkpoint written by :func:`training_payload` into freshly built objects."""
+    if ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a nemopose training checkpoint (an original checkpoint cannot be resumed; "
+                         "use it for extraction)")
+    saved = ckpt["config"]
+    mismatched = [k for k in RESUME_KEYS if k in saved and saved[k] != config_dict(config)[k]]
+    if mismatched:
+        raise CheckpointError(f"{path}: cannot resume, settings differ: "
+                         + ", ".join(f"{k} {saved[k]!r} -> {config_dict(config)[k]!r}" for k in mismatched)
+                         + " (use another --exproot or --no-resume)")
+    for key in ("batch_size", "lr", "lr_schedule", "accumulate", "seed", "T", "weight_noise"):
+        if saved.get(key) != config_dict(config)[key]:
+            log.warning("resuming with %s = %r (checkpoint: %r)", key, config_dict(config)[key], saved.get(key))
+    if len(ckpt["banks"]) != len(banks) or ckpt["num_vertices"] != [b.num_vertices for b in banks]:
+        raise ValueError(f"{path}: banks for vertex counts {ckpt['num_vertices']}, meshes have "
+                         f"{[b.num_vertices for b in banks]}")
+    model.load_state_dict(ckpt["state"])
+    for bank, bank_state in zip(banks, ckpt["banks"]):
+        bank.load_state_dict(bank_state)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    for p, g in zip(model.parameters(), ckpt["pending_grad"]):
+        p.grad = None if g is None else g.to(device)
+    set_rng_state(ckpt["rng"])
+    return TrainState(epoch=ckpt["epoch"] + 1, iteration=ckpt["iteration"], history=list(ckpt.get("history", [])))

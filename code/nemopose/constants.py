@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from .errors import UsageError
+
 CATEGORIES: tuple[str, ...] = (
     "aeroplane", "bicycle", "boat", "bottle", "bus", "car",
     "chair", "diningtable", "motorbike", "sofa", "train", "tvmonitor",
@@ -100,16 +102,25 @@ OCCLUSION_FG_RANGES: dict[str, tuple[float, float]] = {
 
 MESH_DIMENSIONS: tuple[str, ...] = ("single", "multi")
 
-# Network and rendering geometry.
-DOWNSAMPLE_RATE = 8          # stride of the feature map
-RENDER_FOV_DEGREES = 12.0    # field of view of the pose solver's render camera
-OBJECT_NORMALIZE_DISTANCE = 5.0  # crops rescale every object to its size at distance 5
-IMAGE_SIZE_MULTIPLE = 32
+
+def check_mesh_d(mesh_d: str) -> str:
+    if mesh_d not in MESH_DIMENSIONS:
+        raise UsageError(f"mesh dimension must be one of {MESH_DIMENSIONS}, got {mesh_d!r}")
+    return mesh_d
+
+
+# Camera and network geometry (SPEC 3, 6.1, 7, 11).
+DOWNSAMPLE_RATE = 8              # stride of the feature map (network input pixels per cell)
+IMAGE_SIZE_MULTIPLE = 32         # category image sizes are the top-50 sizes rounded up to this
+RENDER_FOV_DEGREES = 12.0        # field of view of the pose solver's render camera
+PASCAL_VIEWPORT = 3000.0         # PASCAL3D+ viewport M: focal length in pixels = M * focal
+PASCAL_FOCAL = 1.0               # PASCAL3D+ focal f (every record has f = 1)
+OBJECT_NORMALIZE_DISTANCE = 5.0  # crops rescale every object to its size at distance 5 (r = d / 5)
 
 
 def check_category(category: str) -> str:
     if category not in TOP50_SIZES:
-        raise ValueError(f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}")
+        raise UsageError(f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}")
     return category
 
 
@@ -118,30 +129,53 @@ def round_up(value: int, multiple: int = IMAGE_SIZE_MULTIPLE) -> int:
     return int(math.ceil(value / multiple) * multiple)
 
 
-def image_size(category: str) -> tuple[int, int]:
-    """Crop / network input size (H, W) of a category: the top-50 size rounded up to 32."""
+def image_size(category: str, image_scale: float = 1.0) -> tuple[int, int]:
+    """Crop / network input size (H, W) of a category.
+
+    Scale 1 (faithful, SPEC 2): the top-50 size rounded up to a multiple of 32. Other
+    scales (the synthetic CPU demo uses 0.5): that size times ``image_scale``, rounded to
+    a multiple of the feature stride.
+    """
     check_category(category)
-    h, w = TOP50_SIZES[category]
-    return round_up(h), round_up(w)
+    h, w = (round_up(v) for v in TOP50_SIZES[category])
+    if image_scale == 1.0:
+        return h, w
+    if not image_scale > 0:
+        raise ValueError(f"image_scale must be > 0, got {image_scale}")
+    step = DOWNSAMPLE_RATE
+    return (max(step, int(round(h * image_scale / step)) * step),
+            max(step, int(round(w * image_scale / step)) * step))
 
 
-IMAGE_SIZES: dict[str, tuple[int, int]] = {c: image_size(c) for c in CATEGORIES}
-
-
-def feature_map_size(category: str) -> tuple[int, int]:
-    """(h, w) of the stride-8 feature map of a category."""
-    h, w = image_size(category)
+def feature_map_size(category: str, image_scale: float = 1.0) -> tuple[int, int]:
+    """(h, w) of the stride-8 feature map of a category's crops at ``image_scale``."""
+    h, w = image_size(category, image_scale)
     return h // DOWNSAMPLE_RATE, w // DOWNSAMPLE_RATE
 
 
-def parse_categories(spec: str | list[str] | None) -> list[str]:
-    """Parse a category list such as ``"car bus"``, ``"car,bus"`` or ``"all"``."""
+def _category_items(spec: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """Words of a category list: ``"car bus"``, ``"car,bus"``, ``["car", "bus"]``, ``["car bus"]``."""
     if spec is None:
+        return []
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    return [w for part in parts for w in part.replace(",", " ").split()]
+
+
+def wants_all(spec: str | list[str] | tuple[str, ...] | None) -> bool:
+    """True when a category list asks for "all" (or is empty). What "all" means depends on
+    the question: every category (preparation), every prepared one (training:
+    :func:`nemopose.data.layout.prepared_categories`), every trained one (evaluation:
+    :meth:`nemopose.experiment.Experiment.trained_categories`)."""
+    items = _category_items(spec)
+    return not items or items == ["all"]
+
+
+def parse_categories(spec: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """Parse a category list such as ``"car bus"``, ``"car,bus"``, ``["car", "bus"]``;
+    ``"all"`` gives all 12 (see :func:`wants_all` for the other meanings of "all")."""
+    if wants_all(spec):
         return list(CATEGORIES)
-    items = spec if isinstance(spec, list) else spec.replace(",", " ").split()
-    if not items or items == ["all"]:
-        return list(CATEGORIES)
-    return [check_category(c) for c in items]
+    return [check_category(c) for c in _category_items(spec)]
 
 
 def parse_occlusion_level(level: str | None) -> str:
@@ -154,3 +188,30 @@ def parse_occlusion_level(level: str | None) -> str:
     if level not in OCCLUSION_LEVELS:
         raise ValueError(f"unknown occlusion level {level!r}; expected L0 or one of {OCCLUSION_LEVELS}")
     return level
+
+
+# ----------------------------------------------------------------------------- the authors' release (SPEC 13)
+
+EPOCH_RELEASED = 799
+# mesh dimension -> (archive name, Google Drive id) of the authors' trained models
+AUTHORS_CHECKPOINTS: dict[str, tuple[str, str]] = {
+    "single": ("NeMo_Single_799.zip", "1X1NCx22TFGJs108TqDgaPqrrKlExZGP-"),
+    "multi": ("NeMo_Multi_799.zip", "1e6bA6hpFEqZC59qsdl9otkkSHR1SYszz"),
+}
+# The authors' reported L0 results with those checkpoints (real PASCAL3D+), per category in
+# CATEGORIES order, then the Mean: metric -> values.
+_PUBLISHED = {
+    "single": {"acc_pi6": (81.1, 79.8, 69.0, 87.6, 88.2, 98.5, 86.2, 73.9, 83.7, 95.4, 81.3, 82.0, 85.5),
+               "acc_pi18": (47.8, 27.9, 35.9, 49.0, 84.4, 94.9, 47.3, 51.4, 31.0, 59.6, 68.1, 42.4, 60.2),
+               "med_err": (10.6, 16.8, 15.4, 10.3, 3.2, 3.2, 10.5, 9.7, 14.6, 8.5, 5.4, 12.0, 8.9)},
+    "multi": {"acc_pi6": (78.1, 81.2, 64.9, 88.2, 94.4, 98.6, 87.4, 81.5, 84.2, 96.0, 90.6, 85.9, 87.0),
+              "acc_pi18": (38.8, 35.0, 33.1, 50.2, 91.4, 95.8, 48.5, 58.2, 36.2, 65.4, 77.9, 54.5, 62.8),
+              "med_err": (13.0, 14.1, 16.4, 10.0, 2.6, 2.9, 10.4, 8.3, 13.9, 7.3, 4.7, 9.0, 8.5)},
+}
+
+
+def published_l0(mesh_d: str) -> dict[str, dict[str, float]]:
+    """The authors' L0 numbers for ``mesh_d``: {category or "Mean": {metric: value}}."""
+    table = _PUBLISHED[check_mesh_d(mesh_d)]
+    return {name: {metric: values[i] for metric, values in table.items()}
+            for i, name in enumerate(CATEGORIES + ("Mean",))}

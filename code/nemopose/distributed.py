@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import UsageError
+
 log = logging.getLogger(__name__)
 
 
@@ -46,10 +48,11 @@ def choose_device(device: str = "auto", local_rank: int = 0) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available")
+            raise UsageError("device 'cuda' requested (GPUS is set) but CUDA is not available; "
+                             "leave GPUS empty to run on the CPU")
         return torch.device("cuda", local_rank if device == "cuda" else torch.device(device).index)
     if device != "cpu":
-        raise ValueError(f"device must be auto, cpu or cuda[:i], got {device!r}")
+        raise UsageError(f"device must be auto, cpu or cuda[:i], got {device!r}")
     return torch.device("cpu")
 
 

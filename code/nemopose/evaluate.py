@@ -1,15 +1,18 @@
 """Accuracy of predicted poses (SPEC section 12): rotation errors and the paper's table.
 
 Per category: ``ACC@pi/6 = 100 * mean(err < pi/6)``, ``ACC@pi/18 = 100 * mean(err < pi/18)``
-and ``MedErr = median(err)`` in degrees. The ``Mean`` column is the original's: the
+and ``MedErr = median(err)``. The ``Mean`` column is the original's: the
 image-count-weighted mean of the per-category values (for MedErr a weighted mean of
 medians); the pooled median over all images is reported beside it, labelled.
+
+Errors are in degrees from the moment they are computed (:func:`rotation_errors_deg`)
+through the per-image CSV to the table. (The original's ``total_error`` npz, which its
+CalAccuracy.py reads in radians, is written in radians by the inference.)
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,20 +21,23 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from . import constants, geometry
-from .utils import atomic_path, atomic_write_json
+from .errors import DataNotFound
+from .utils import atomic_path, atomic_write_json, atomic_write_text
 
-THRESHOLDS = {"Pi/6": math.pi / 6, "Pi/18": math.pi / 18}
+# pi/6 and pi/18 in degrees, converted as the errors are (np.degrees), so that
+# ``deg < THRESHOLDS_DEG`` is exactly the original's ``rad < pi / 6`` (30 degrees is not under pi/6).
+THRESHOLDS_DEG = {"Pi/6": float(np.degrees(np.pi / 6)), "Pi/18": float(np.degrees(np.pi / 18))}
 
 
-def rotation_errors(pred: Mapping[str, Sequence[float]], gt: Mapping[str, Sequence[float]]) -> np.ndarray:
-    """Geodesic rotation errors (radians) between predicted and annotated poses.
+def rotation_errors_deg(pred: Mapping[str, Sequence[float]], gt: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """Geodesic rotation errors in degrees between predicted and annotated poses.
 
     Args:
         pred, gt: mappings with arrays ``azimuth``, ``elevation``, ``theta`` (radians), (N,).
     Returns:
-        (N,) errors; NaN or inf in a pose gives pi/2 (the original's convention).
+        (N,) errors in degrees; NaN or inf in a pose gives 90 (pi/2, the original's convention).
     """
-    return np.asarray(geometry.pose_error(pred, gt), dtype=np.float64).reshape(-1)
+    return np.degrees(np.asarray(geometry.pose_error(pred, gt), dtype=np.float64).reshape(-1))
 
 
 @dataclass(frozen=True)
@@ -45,14 +51,14 @@ class Metrics:
     med_err: float
 
 
-def metrics(errors: Iterable[float]) -> Metrics:
-    """:class:`Metrics` of rotation errors in radians."""
-    err = np.asarray(list(errors) if not isinstance(errors, np.ndarray) else errors, dtype=np.float64)
+def metrics(errors_deg: Iterable[float]) -> Metrics:
+    """:class:`Metrics` of rotation errors in degrees."""
+    err = np.asarray(list(errors_deg) if not isinstance(errors_deg, np.ndarray) else errors_deg, dtype=np.float64)
     if err.size == 0:
         return Metrics(0, float("nan"), float("nan"), float("nan"))
-    return Metrics(n=int(err.size), acc_pi6=100.0 * float(np.mean(err < THRESHOLDS["Pi/6"])),
-                   acc_pi18=100.0 * float(np.mean(err < THRESHOLDS["Pi/18"])),
-                   med_err=float(np.degrees(np.median(err))))
+    return Metrics(n=int(err.size), acc_pi6=100.0 * float(np.mean(err < THRESHOLDS_DEG["Pi/6"])),
+                   acc_pi18=100.0 * float(np.mean(err < THRESHOLDS_DEG["Pi/18"])),
+                   med_err=float(np.median(err)))
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ class AccuracyTable:
 
 
 def accuracy_table(errors_by_category: Mapping[str, Iterable[float]]) -> AccuracyTable:
-    """Build the table from per-category rotation errors (radians); categories are put in
+    """Build the table from per-category rotation errors (degrees); categories are put in
     the canonical order and empty ones are left out."""
     order = [c for c in constants.CATEGORIES if c in errors_by_category] + \
         [c for c in errors_by_category if c not in constants.CATEGORIES]
@@ -85,25 +91,41 @@ def accuracy_table(errors_by_category: Mapping[str, Iterable[float]]) -> Accurac
 
     pooled = np.concatenate([np.asarray(list(errors_by_category[c]), dtype=np.float64) for c in per_cat])
     return AccuracyTable(per_cat, Metrics(total, weighted("acc_pi6"), weighted("acc_pi18"), weighted("med_err")),
-                         float(np.degrees(np.median(pooled))))
+                         float(np.median(pooled)))
 
 
-def format_table(table: AccuracyTable, title: str = "") -> str:
+def format_table(table: AccuracyTable, title: str = "",
+                 reference: Mapping[str, Mapping[str, float]] | None = None, reference_name: str = "paper") -> str:
     """The paper's layout: rows Pi/6, Pi/18, MedErr; columns the categories' short names,
-    then Mean (weighted, as the original) and the pooled median."""
+    then Mean (weighted, as the original) and the pooled median.
+
+    ``reference`` ({category or "Mean": {"acc_pi6", "acc_pi18", "med_err"}}, e.g.
+    :func:`nemopose.constants.published_l0`) adds a row under each of ours, labelled
+    ``reference_name``, with the reference's numbers for the same columns.
+    """
+    names = list(table.per_category) + ["Mean"]
     cols = [constants.SHORT_NAMES.get(c, c) for c in table.per_category] + ["Mean"]
-    rows = [("Pi/6", "acc_pi6", "{:.1f}"), ("Pi/18", "acc_pi18", "{:.1f}"), ("MedErr", "med_err", "{:.1f}")]
-    cells = [[fmt.format(getattr(m, field)) for m in list(table.per_category.values()) + [table.mean]]
-             for _, field, fmt in rows]
-    counts = [str(m.n) for m in table.per_category.values()] + [str(table.mean.n)]
-    width = max([6] + [len(c) for c in cols] + [len(x) for r in cells for x in r])
+    metrics_of = list(table.per_category.values()) + [table.mean]
+    rows = [("Pi/6", "acc_pi6"), ("Pi/18", "acc_pi18"), ("MedErr", "med_err")]
+    lines_of = []
+    for label, field in rows:
+        lines_of.append((label, [f"{getattr(m, field):.1f}" for m in metrics_of]))
+        if reference is not None:
+            lines_of.append((f" {reference_name}", [f"{reference[n][field]:.1f}" if n in reference else "-"
+                                                    for n in names]))
+    counts = [str(m.n) for m in metrics_of]
+    width = max([6] + [len(c) for c in cols] + [len(x) for _, r in lines_of for x in r])
+    label_width = max([8] + [len(label) + 1 for label, _ in lines_of])
     lines = [title] if title else []
-    lines.append("".ljust(8) + "".join(c.rjust(width + 1) for c in cols))
-    for (name, _, _), row in zip(rows, cells):
-        lines.append(name.ljust(8) + "".join(x.rjust(width + 1) for x in row))
-    lines.append("#images".ljust(8) + "".join(x.rjust(width + 1) for x in counts))
+    lines.append("".ljust(label_width) + "".join(c.rjust(width + 1) for c in cols))
+    for label, row in lines_of:
+        lines.append(label.ljust(label_width) + "".join(x.rjust(width + 1) for x in row))
+    lines.append("#images".ljust(label_width) + "".join(x.rjust(width + 1) for x in counts))
     lines.append(f"(Mean = image-weighted mean of the per-category values, as the original; "
                  f"pooled median error over all images: {table.pooled_median:.1f} deg)")
+    if reference is not None:
+        lines.append(f"({reference_name}: the authors' reported numbers for their released models; "
+                     "their Mean is over all 12 categories)")
     return "\n".join(lines)
 
 
@@ -117,8 +139,10 @@ def format_summary(tables: Mapping[str, AccuracyTable], title: str = "") -> str:
     return "\n".join(lines)
 
 
+# Per-image CSV columns. Angles in radians; distance and gt_distance in PASCAL3D+ units,
+# render_distance the pose solver's (nemopose.geometry, "distance units"); error in degrees.
 PREDICTION_FIELDS = ("category", "occ_level", "name", "mesh", "azimuth", "elevation", "theta", "distance",
-                     "loss", "gt_azimuth", "gt_elevation", "gt_theta", "gt_distance", "error_deg")
+                     "render_distance", "loss", "gt_azimuth", "gt_elevation", "gt_theta", "gt_distance", "error_deg")
 
 
 def save_predictions_csv(path: str | os.PathLike, rows: Iterable[Mapping]) -> None:
@@ -146,10 +170,10 @@ def save_table_json(path: str | os.PathLike, table: AccuracyTable, **extra) -> N
 
 
 def errors_from_rows(rows: Iterable[Mapping]) -> dict[str, np.ndarray]:
-    """Per-category error arrays (radians) from prediction rows with ``error_deg``."""
+    """Per-category error arrays (degrees) from prediction rows with ``error_deg``."""
     out: dict[str, list[float]] = {}
     for row in rows:
-        out.setdefault(row["category"], []).append(math.radians(float(row["error_deg"])))
+        out.setdefault(row["category"], []).append(float(row["error_deg"]))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -162,46 +186,57 @@ def read_table_json(path: str | os.PathLike) -> dict:
 # ----------------------------------------------------------------------------- CLI
 
 
-def summarize(exproot: str | os.PathLike, mesh_d: str = "single", levels: Sequence[str] | None = None) -> str:
+def summarize(exproot: str | os.PathLike, mesh_d: str = "single", levels: Sequence[str] | None = None,
+              azimuth_bins: str = "") -> str:
     """Tables of every evaluated occlusion level under ``<exproot>/Accuracy_<mesh_d>/`` and
-    a one-line-per-level summary; written to ``summary.txt`` / ``summary.json`` there."""
-    folder = Path(exproot) / f"Accuracy_{mesh_d}"
+    a one-line-per-level summary; written to ``summary.txt`` / ``summary.json`` /
+    ``summary.png`` (accuracy against the error threshold, one curve per level) there."""
+    from .experiment import Experiment
+    from .plots import plot_levels
+
+    exp = Experiment(exproot, mesh_d, azimuth_bins)
     levels = list(levels) if levels else ["L0"] + list(constants.OCCLUSION_LEVELS)
     tables: dict[str, AccuracyTable] = {}
+    errors: dict[str, np.ndarray] = {}
     synthetic = False
     for level in levels:
-        csv_path = folder / f"predictions_{level}.csv"
+        csv_path = exp.predictions_csv(level)
         if not csv_path.is_file():
             continue
-        tables[level] = accuracy_table(errors_from_rows(load_predictions_csv(csv_path)))
-        meta = folder / f"accuracy_{level}.json"
+        by_category = errors_from_rows(load_predictions_csv(csv_path))
+        tables[level] = accuracy_table(by_category)
+        errors[level] = np.concatenate(list(by_category.values())) if by_category else np.zeros(0)
+        meta = exp.accuracy_file(level, "json")
         if meta.is_file():
             synthetic = synthetic or bool(read_table_json(meta).get("synthetic", False))
     if not tables:
-        raise FileNotFoundError(f"no predictions_<level>.csv in {folder}; run InferenceNeMo.sh first")
+        raise DataNotFound(f"no predictions_<level>.csv in {exp.accuracy}; run InferenceNeMo.sh first")
     tag = "SYNTHETIC data (generated, not PASCAL3D+)" if synthetic else "PASCAL3D+"
     parts = [format_table(t, f"NeMo ({mesh_d} cuboid), occlusion {level}, {tag}") for level, t in tables.items()]
     text = "\n\n".join(parts + [format_summary(tables, f"NeMo ({mesh_d} cuboid), all levels, {tag}")])
-    from .utils import atomic_write_text
-
-    atomic_write_text(folder / "summary.txt", text + "\n")
-    atomic_write_json(folder / "summary.json", {"synthetic": synthetic, "mesh_d": mesh_d,
-                                               "levels": {k: v.as_dict() for k, v in tables.items()}})
+    atomic_write_text(exp.summary_file("txt"), text + "\n")
+    atomic_write_json(exp.summary_file("json"), {"synthetic": synthetic, "mesh_d": mesh_d,
+                                                 "levels": {k: v.as_dict() for k, v in tables.items()}})
+    plot_levels(exp.summary_file("png"), errors, f"NeMo ({mesh_d} cuboid), {tag}")
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Print the accuracy tables of every evaluated occlusion level.")
+    parser = argparse.ArgumentParser(description="Print the accuracy tables of every evaluated occlusion level "
+                                     "(and write summary.txt/json/png).")
     parser.add_argument("--exproot", default="exp", help="experiment folder (default exp)")
     parser.add_argument("--mesh-d", default="single", choices=constants.MESH_DIMENSIONS,
                         help="cuboid type (default single)")
+    parser.add_argument("--azimuth-bins", default="", help="unseen-pose models of this mask (default: none)")
     parser.add_argument("--levels", nargs="*", default=None, help="levels to include (default: all found)")
     args = parser.parse_args(argv)
-    print(summarize(args.exproot, args.mesh_d, args.levels))
+    print(summarize(args.exproot, args.mesh_d, args.levels, args.azimuth_bins))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run
+
+    raise SystemExit(run(main))

@@ -26,11 +26,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import checkpoint, constants
+from . import constants
+from .cli import add_categories_argument
 from .data import layout
 from .data.datasets import TestDataset
-from .mesh import load_off
+from .experiment import Experiment
 from .model import STRIDE, NeMoNet, vertex_cell_index
+from .neural_mesh import load_trained
 from .utils import atomic_write_json, setup_logging
 
 log = logging.getLogger(__name__)
@@ -95,18 +97,17 @@ def vertex_correspondence(model: NeMoNet, vertex_memory: torch.Tensor, dataset: 
 def evaluate_category(dataroot: str | Path, exproot: str | Path, category: str, mesh_d: str = "single",
                       split: str = "val", k: int = 8, device: str = "cpu", checkpoint_path: str | None = None) -> dict:
     """Scores of a category's final checkpoint on ``split``, averaged over its meshes by visible count."""
-    path = Path(checkpoint_path) if checkpoint_path else \
-        checkpoint.final_checkpoint(checkpoint.experiment_dir(exproot, mesh_d), category)
-    model, memories, _ = checkpoint.load_network(path, device)
+    path = Path(checkpoint_path) if checkpoint_path else Experiment(exproot, mesh_d).final_checkpoint(category)
+    model, meshes, _ = load_trained(path, layout.cuboid_paths(dataroot, mesh_d, category), device)
     totals = {"exact": 0.0, "within_k": 0.0, "pck": 0.0, "visible": 0, "images": 0}
-    for i, mesh_path in enumerate(layout.cuboid_paths(dataroot, mesh_d, category), start=1):
-        lay = layout.split_layout(dataroot, split, category)
-        if not lay.mesh_list_path(mesh_d, i).is_file() or not layout.read_list(lay.mesh_list_path(mesh_d, i)):
+    lay = layout.split_layout(dataroot, split, category)
+    for mesh in meshes:
+        if not lay.mesh_list_path(mesh_d, mesh.index).is_file() or \
+                not layout.read_list(lay.mesh_list_path(mesh_d, mesh.index)):
             continue
-        vertices = load_off(mesh_path)[0]
-        dataset = TestDataset(dataroot, category, split=split, mesh_d=mesh_d, mesh_index=i, with_vertices=True)
-        scores = vertex_correspondence(model, memories[i - 1][: len(vertices)], dataset,
-                                       neighbour_sets(vertices, k), device)
+        dataset = TestDataset(dataroot, category, split=split, mesh_d=mesh_d, mesh_index=mesh.index,
+                              with_vertices=True)
+        scores = vertex_correspondence(model, mesh.vertex_features, dataset, neighbour_sets(mesh.verts, k), device)
         for key in ("exact", "within_k", "pck"):
             totals[key] += scores[key] * scores["visible"]
         totals["visible"] += scores["visible"]
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataroot", default="./data", help="prepared datasets (default ./data)")
     p.add_argument("--exproot", default="./exp", help="experiments folder of TrainNeMo.sh (default ./exp)")
-    p.add_argument("--categories", default="all", help="'all' (those with a checkpoint) or names (default all)")
+    add_categories_argument(p, "every category with a checkpoint")
     p.add_argument("--mesh-d", dest="mesh_d", default="single", choices=constants.MESH_DIMENSIONS, help="default single")
     p.add_argument("--split", default="val", choices=("train", "val"), help="default val")
     p.add_argument("--k", type=int, default=8, help="neighbourhood size of within_k (default 8)")
@@ -129,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default=None, help="also write the scores to this JSON file")
     args = p.parse_args(argv)
     setup_logging()
-    exp = checkpoint.experiment_dir(args.exproot, args.mesh_d)
-    categories = ([c for c in constants.CATEGORIES if checkpoint.list_checkpoints(exp, c)]
-                  if args.categories == "all" else constants.parse_categories(args.categories))
+    categories = (Experiment(args.exproot, args.mesh_d).trained_categories() if constants.wants_all(args.categories)
+                  else constants.parse_categories(args.categories))
     rows = []
     for cat in tqdm(categories, desc="feature quality"):
         rows.append(evaluate_category(args.dataroot, args.exproot, cat, args.mesh_d, args.split, args.k, args.device))
@@ -145,4 +145,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run
+
+    sys.exit(run(main))

@@ -13,6 +13,16 @@ Conventions:
 - Screen coordinates: ``col = f * x_c / (-z_c) + px``, ``row = -f * y_c / (-z_c) + py``,
   depth ``= -z_c`` (positive in front of the camera).
 
+Distance has two units, and the names say which one a value is in:
+
+- PASCAL3D+ distance (``pascal_distance``): the annotation's ``distance``, for the camera of
+  the original image (focal length ``M * f`` original-image pixels);
+- render distance (``render_distance``): the pose solver's camera distance, for the render
+  camera of the feature map. A crop rescales the image by ``r`` (SPEC 6.1), so the same object
+  appears at the same size when ``render = pascal * 8 * f_r / (M * f * r)``
+  (:func:`render_distance`, :func:`pascal_distance`); for the prepared crops ``r = s * d / 5``
+  and every object lands at one render distance per category (car: 5.33 at scale 1).
+
 Every function is batched and differentiable in torch (leading dimensions broadcast).
 Functions that take NumPy arrays or floats return NumPy arrays (computed in float64).
 """
@@ -25,6 +35,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from .constants import DOWNSAMPLE_RATE, PASCAL_FOCAL, PASCAL_VIEWPORT, RENDER_FOV_DEGREES
 
 _WORLD_UP = (0.0, 0.0, 1.0)
 
@@ -78,7 +90,7 @@ def rot_x(phi: torch.Tensor) -> torch.Tensor:
     return torch.stack([o, z, z, z, c, -s, z, s, c], dim=-1).reshape(*phi.shape, 3, 3)
 
 
-def pascal_distance(distance: torch.Tensor) -> torch.Tensor:
+def original_zero_distance(distance: torch.Tensor) -> torch.Tensor:
     """Quirk kept from the original: a distance of exactly 0 (coarse-only annotations) is
     replaced by 0.1 before building the camera."""
     return torch.where(distance == 0, torch.full_like(distance, 0.1), distance)
@@ -200,8 +212,8 @@ def project_to_screen(points, center, theta, focal, principal) -> torch.Tensor:
 
 
 @_numpy_in_numpy_out
-def project_points(points, azimuth, elevation, theta, distance, focal=1.0,
-                   principal=(0.0, 0.0), viewport=3000.0) -> torch.Tensor:
+def project_points(points, azimuth, elevation, theta, distance, focal=PASCAL_FOCAL,
+                   principal=(0.0, 0.0), viewport=PASCAL_VIEWPORT) -> torch.Tensor:
     """PASCAL3D+ projection of world points into the original image.
 
     Args:
@@ -214,7 +226,7 @@ def project_points(points, azimuth, elevation, theta, distance, focal=1.0,
         (..., N, 2) pixel coordinates, x = column, y = row.
     """
     azimuth = _as_tensor(azimuth)
-    distance = pascal_distance(_as_tensor(distance, azimuth))
+    distance = original_zero_distance(_as_tensor(distance, azimuth))
     center = camera_center(azimuth, _as_tensor(elevation, azimuth), distance)
     focal_px = _as_tensor(viewport, azimuth) * _as_tensor(focal, azimuth)
     screen = project_to_screen(points, center, _as_tensor(theta, azimuth), focal_px,
@@ -222,9 +234,39 @@ def project_points(points, azimuth, elevation, theta, distance, focal=1.0,
     return screen[..., :2]
 
 
-def render_focal_length(render_size: int, fov_degrees: float = 12.0) -> float:
+def render_focal_length(render_size: int, fov_degrees: float = RENDER_FOV_DEGREES) -> float:
     """Focal length in pixels of the pose solver's camera: ``(S / 2) / tan(fov / 2)``."""
     return (render_size / 2.0) / math.tan(math.radians(fov_degrees) / 2.0)
+
+
+# ----------------------------------------------------------------------------- distance units
+
+
+def _render_per_pascal(resize_rate, map_size: tuple[int, int], viewport: float, focal: float):
+    """``8 f_r / (M f r)``: render distance per unit of PASCAL3D+ distance."""
+    focal_render = render_focal_length(max(int(map_size[0]), int(map_size[1])))
+    return DOWNSAMPLE_RATE * focal_render / (viewport * focal * resize_rate)
+
+
+def render_distance(pascal_distance, resize_rate, map_size: tuple[int, int], *,
+                    viewport: float = PASCAL_VIEWPORT, focal: float = PASCAL_FOCAL):
+    """PASCAL3D+ distance -> the render camera's distance at which the object appears in the
+    crop at the same size (module docstring).
+
+    Args:
+        pascal_distance: distance of the original image's camera (floats, arrays or tensors).
+        resize_rate: ``r``, crop pixels per original-image pixel (the annotation's
+            ``resize_rate``; for an unlabeled image, the scale that fitted it into the crop).
+        map_size: (h, w) of the feature map the render camera draws.
+        viewport, focal: the original camera's ``M`` and ``f``.
+    """
+    return pascal_distance * _render_per_pascal(resize_rate, map_size, viewport, focal)
+
+
+def pascal_distance(render_distance, resize_rate, map_size: tuple[int, int], *,
+                    viewport: float = PASCAL_VIEWPORT, focal: float = PASCAL_FOCAL):
+    """Inverse of :func:`render_distance`: the pose solver's distance in PASCAL3D+ units."""
+    return render_distance / _render_per_pascal(resize_rate, map_size, viewport, focal)
 
 
 # ----------------------------------------------------------------------------- evaluation

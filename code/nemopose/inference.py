@@ -1,46 +1,52 @@
-"""Inference: feature extraction, pose estimation and the accuracy table (SPEC 10-12, 15).
+"""Inference: feature maps -> poses -> the accuracy table (SPEC 10-12, 15).
 
-``python -m nemopose.inference`` runs, for each category, mesh and (optionally) occlusion
-level:
+``python -m nemopose.inference`` (InferenceNeMo.sh), per category of an occlusion level:
 
-1. feature extraction (SPEC 10): the network's test-time maps of the val images, written
-   per category to ``<exproot>/Features_<mesh_d>/<cat>/saved_feature_<cat>_<mesh_d>.npz``
-   (occluded: ``<cat>_occ/<LEVEL>_saved_feature_...``) with the original's keys
-   ``memory_meshNN``, ``clutter_meshNN``, ``names_meshNN`` and one key per image id;
-   ``--fused`` skips the file and solves straight from the network's output;
-2. pose estimation (SPEC 11) with :class:`nemopose.pose.MeshPoseSolver`, batched;
-3. evaluation (SPEC 12): per-image predictions (CSV), per-category errors and the table
-   (text + JSON) under ``<exproot>/Accuracy_<mesh_d>/``.
+1. feature maps of the val images from the trained network, from one of two sources:
+   :func:`network_maps` (``--fused``: straight from the network) or :func:`feature_file_maps`
+   (the original's two stages: every map is first written to
+   ``Features_<mesh_d>/<cat>/saved_feature_<cat>_<mesh_d>.npz`` with the original's keys
+   ``memory_meshNN``, ``clutter_meshNN``, ``names_meshNN`` and one key per image id, then
+   read back); both yield the same blocks of ``solve_batch`` images;
+2. pose estimation of each block (:func:`solve_block`, :class:`nemopose.pose.MeshPoseSolver`);
+3. per-image rows (predicted pose with its distance in PASCAL3D+ units, ground truth, error
+   in degrees) and the table, CSV, JSON and PNG under ``Accuracy_<mesh_d>/``.
 
-Distribution (SPEC 15): under torchrun every rank takes every ``world_size``-th image,
-extracts and solves its share; rank 0 gathers the per-image results and writes the table.
+Distribution (SPEC 15): under torchrun every rank takes every ``world_size``-th image;
+rank 0 gathers the rows and writes the outputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import time
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import constants, evaluate, mesh
-from .checkpoint import experiment_dir, final_checkpoint, list_checkpoints, load_network
+from . import constants, evaluate, geometry
+from .cli import add_categories_argument
 from .data import layout
 from .data.datasets import TestDataset
 from .distributed import DistContext, init as dist_init, shutdown as dist_shutdown
+from .errors import DataNotFound
+from .experiment import Experiment
+from .neural_mesh import NeuralMesh, load_trained
+from .plots import plot_categories
 from .pose import MeshPoseSolver, SolverConfig
 from .utils import atomic_path, atomic_savez, atomic_write_text, setup_logging
 
 log = logging.getLogger("nemopose.inference")
+
+CPU_SOLVE_BATCH = 64      # images optimised together on the CPU (larger only pages more)
+CUDA_SOLVE_BATCH = 4096   # on a GPU: the solver chunks them by free memory
 
 
 @dataclass
@@ -49,13 +55,13 @@ class InferenceConfig:
 
     Attributes:
         dataroot, exproot: data and experiment folders.
-        categories: categories to evaluate.
-        mesh_d: 'single' or 'multi'.
+        categories: categories to evaluate; None = every category with a checkpoint.
+        mesh_d: 'single' or 'multi'; azimuth_bins: unseen-pose models (mask) or ''.
         occ_level: '' (L0) or an occlusion level.
-        checkpoint: epoch number (e.g. 799), 'last' (highest epoch found) or a file path;
-            a path may contain '{category}'.
+        checkpoint: 'last' (highest epoch), an epoch (e.g. 799), 'authors' (the authors'
+            released epoch 799) or a file path (may contain '{category}').
         batch_size: feature-extraction batch (8 in the original).
-        solve_batch: images solved together (memory permitting).
+        solve_batch: images solved together; None = by device (64 CPU, 4096 CUDA).
         fused: solve straight from the network's maps (no feature file).
         mesh_selection: 'gt' solves every image with its annotated mesh (the original);
             'best' (multi only) tries every mesh and keeps the lowest final loss.
@@ -66,232 +72,152 @@ class InferenceConfig:
 
     dataroot: str = "data"
     exproot: str = "exp"
-    categories: list[str] = field(default_factory=lambda: list(constants.CATEGORIES))
+    categories: list[str] | None = None
     mesh_d: str = "single"
+    azimuth_bins: str = ""
     occ_level: str = ""
     checkpoint: str = "last"
     batch_size: int = 8
-    solve_batch: int = 64
+    solve_batch: int | None = None
     fused: bool = False
     mesh_selection: str = "gt"
     device: str = "auto"
     solver: SolverConfig = field(default_factory=SolverConfig)
     workers: int = 0
 
-
-# ----------------------------------------------------------------------------- paths
-
-
-def feature_file(exproot: str | Path, mesh_d: str, category: str, occ_level: str = "", rank: int = 0,
-                 world_size: int = 1) -> Path:
-    """The original's feature-file location; ranks of a distributed run write parts."""
-    base = Path(exproot) / f"Features_{mesh_d}"
-    name = f"saved_feature_{category}_{mesh_d}"
-    if world_size > 1:
-        name += f".part{rank}of{world_size}"
-    if occ_level:
-        return base / f"{category}_occ" / f"{occ_level}_{name}.npz"
-    return base / category / f"{name}.npz"
+    @property
+    def experiment(self) -> Experiment:
+        return Experiment(self.exproot, self.mesh_d, self.azimuth_bins)
 
 
-def accuracy_dir(exproot: str | Path, mesh_d: str) -> Path:
-    return Path(exproot) / f"Accuracy_{mesh_d}"
+# ----------------------------------------------------------------------------- map sources
+
+Block = tuple[list[dict[str, Any]], torch.Tensor]   # (image items, (b, C, h, w) maps)
 
 
-def resolve_checkpoint(cfg: InferenceConfig, category: str) -> Path:
-    """The checkpoint file for ``category``: an epoch number, 'last', or a path."""
-    folder = experiment_dir(cfg.exproot, cfg.mesh_d)
-    spec = str(cfg.checkpoint)
-    if spec == "last":
-        return final_checkpoint(folder, category)
-    if spec.isdigit():
-        for epoch, path in list_checkpoints(folder, category):
-            if epoch == int(spec):
-                return path
-        raise FileNotFoundError(f"no checkpoint of epoch {spec} for {category} in {folder}")
-    path = Path(spec.format(category=category))
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return path
+def _items(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-image dicts of a TestDataset batch (everything but the image)."""
+    keys = ("name", "mesh_index", "cad_index", "azimuth", "elevation", "theta", "distance", "resize_rate")
+    return [{k: (batch[k][i] if k == "name" else batch[k][i].item()) for k in keys}
+            for i in range(len(batch["name"]))]
 
 
-# ----------------------------------------------------------------------------- features
-
-
-class FeatureWriter:
-    """Writes an npz incrementally (one array at a time), atomically on close.
-
-    ``np.savez`` needs every array in memory at once; a category of real PASCAL3D+ holds
-    over a gigabyte of feature maps, so entries are streamed into the zip instead. The
-    result is an ordinary ``.npz`` that ``np.load`` reads (lazily).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._ctx = atomic_path(self.path)
-        tmp = self._ctx.__enter__()
-        self._zip = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
-
-    def add(self, key: str, array: np.ndarray) -> None:
-        with self._zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
-            np.lib.format.write_array(fh, np.asarray(array), allow_pickle=False)
-
-    def close(self) -> None:
-        self._zip.close()
-        self._ctx.__exit__(None, None, None)
-
-    def abort(self) -> None:
-        self._zip.close()
-        try:
-            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
-        except RuntimeError:
-            pass
-
-
-def iterate_maps(model: torch.nn.Module, dataset: torch.utils.data.Dataset, indices: list[int], device: torch.device,
-                 batch_size: int, workers: int = 0, desc: str = "") -> Iterator[tuple[dict, torch.Tensor]]:
-    """Yield (batch of dataset items, (b, C, h, w) feature maps) over ``indices``."""
-    subset = torch.utils.data.Subset(dataset, indices)
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
+def network_maps(model: torch.nn.Module, dataset: TestDataset, indices: list[int], device: torch.device,
+                 batch_size: int, workers: int = 0, desc: str = "") -> Iterator[Block]:
+    """The test-time maps of ``dataset[indices]``, batch by batch, straight from the network."""
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
+                                         shuffle=False, num_workers=workers)
     for batch in tqdm(loader, desc=desc, leave=False, disable=not desc):
-        with torch.no_grad():   # not around the yield: the caller may optimise poses
-            fmap = model(batch["image"].to(device)).float()
-        yield batch, fmap
+        with torch.no_grad():   # not around the yield: the consumer optimises poses
+            maps = model(batch["image"].to(device)).float()
+        yield _items(batch), maps
+
+
+def feature_file_maps(path: Path, maps: Iterable[Block], meshes: list[NeuralMesh], block: int) -> Iterator[Block]:
+    """The original's two stages: write every map of ``maps`` to the feature file at ``path``
+    (streamed, atomic), then yield them back from the file in blocks of ``block`` images."""
+    items: list[dict[str, Any]] = []
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        def add(key: str, array: np.ndarray) -> None:
+            # np.savez would need every array in memory at once; a category of real PASCAL3D+
+            # holds over a gigabyte of maps, so entries are streamed into the zip instead.
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asarray(array), allow_pickle=False)
+
+        for m in meshes:
+            add(f"memory_mesh{m.index:02d}", m.vertex_features.numpy())
+            add(f"clutter_mesh{m.index:02d}", m.clutter_rows.numpy())
+        for batch_items, fmap in maps:
+            for item, f in zip(batch_items, fmap.cpu().numpy()):
+                add(item["name"], f)
+                items.append(item)
+        for m in meshes:
+            names = [it["name"] for it in items if it["mesh_index"] == m.index]
+            add(f"names_mesh{m.index:02d}", np.asarray(names, dtype=np.str_))
+    with np.load(path) as stored:
+        for start in range(0, len(items), block):
+            part = items[start:start + block]
+            yield part, torch.from_numpy(np.stack([stored[it["name"]] for it in part]))
+
+
+def rebatch(blocks: Iterable[Block], size: int) -> Iterator[Block]:
+    """Regroup blocks of images into blocks of ``size`` (the last may be smaller)."""
+    items, maps, count = [], [], 0
+    for block_items, block_maps in blocks:
+        items += block_items
+        maps.append(block_maps)
+        count += len(block_items)
+        while count >= size:
+            joined = torch.cat(maps)
+            yield items[:size], joined[:size]
+            items, maps, count = items[size:], [joined[size:]], count - size
+    if count:
+        yield items, torch.cat(maps)
 
 
 # ----------------------------------------------------------------------------- solving
 
 
-@dataclass
-class MeshContext:
-    """A neural mesh: geometry, vertex features and the clutter vector."""
-
-    index: int
-    verts: np.ndarray
-    faces: np.ndarray
-    vertex_features: torch.Tensor
-    clutter: torch.Tensor
-
-
-def clutter_vector(clutter_rows: torch.Tensor) -> torch.Tensor:
-    """The clutter model's vector: the normalised mean of the bank's clutter rows."""
-    mean = clutter_rows.float().mean(0)
-    return mean / mean.norm()
-
-
-def load_meshes(cfg: InferenceConfig, category: str, memories: list[torch.Tensor]) -> list[MeshContext]:
-    paths = layout.cuboid_paths(cfg.dataroot, cfg.mesh_d, category)
-    if len(paths) != len(memories):
-        raise ValueError(f"{category}: {len(paths)} meshes in {paths[0].parent} but the checkpoint holds "
-                         f"{len(memories)} banks; was it trained with mesh dimension {cfg.mesh_d!r}?")
-    out = []
-    for k, (path, memory) in enumerate(zip(paths, memories), start=1):
-        verts, faces = mesh.load_off(path)
-        n = len(verts)
-        out.append(MeshContext(k, verts, faces, memory[:n].float(), clutter_vector(memory[n:])))
-    return out
-
-
-def gt_pose(item: dict, i: int) -> dict[str, float]:
-    return {k: float(item[k][i]) for k in ("azimuth", "elevation", "theta", "distance")}
-
-
-def solve_block(solvers: dict[int, MeshPoseSolver], meshes: list[MeshContext], maps: torch.Tensor,
-                mesh_index: list[int], mesh_selection: str) -> list[dict[str, Any]]:
-    """Solve a block of images; each with its annotated mesh, or every mesh ('best')."""
-    results: list[dict[str, Any] | None] = [None] * maps.shape[0]
-    candidates = [m.index for m in meshes] if mesh_selection == "best" else None
+def solve_block(solvers: dict[int, MeshPoseSolver], meshes: list[NeuralMesh], maps: torch.Tensor,
+                mesh_index: list[int], mesh_selection: str) -> list[dict[str, float]]:
+    """Solve a block of images, each with its annotated mesh or (``best``) with every mesh,
+    keeping the lowest final loss. Returns per image azimuth, elevation, theta, distance
+    (render distance), loss and mesh."""
+    results: list[dict[str, float] | None] = [None] * maps.shape[0]
     for m in meshes:
-        rows = [i for i, k in enumerate(mesh_index) if (candidates is not None or k == m.index)]
+        rows = [i for i, k in enumerate(mesh_index) if mesh_selection == "best" or k == m.index]
         if not rows:
             continue
         res = solvers[m.index].solve(maps[rows], m.clutter)
         for j, i in enumerate(rows):
-            cand = {k: float(v[j]) for k, v in res.items() if v.dim() == 1}
+            cand = {k: float(res[k][j]) for k in ("azimuth", "elevation", "theta", "distance", "loss")}
             cand["mesh"] = m.index
             if results[i] is None or cand["loss"] < results[i]["loss"]:
                 results[i] = cand
     return results  # type: ignore[return-value]
 
 
+def prediction_rows(category: str, occ_level: str, items: list[dict[str, Any]], solutions: list[dict[str, float]],
+                    map_size: tuple[int, int]) -> list[dict[str, Any]]:
+    """The per-image CSV rows of a solved block (errors in degrees, distances in both units)."""
+    angles = ("azimuth", "elevation", "theta")
+    errors = evaluate.rotation_errors_deg({k: [s[k] for s in solutions] for k in angles},
+                                          {k: [it[k] for it in items] for k in angles})
+    rows = []
+    for it, sol, err in zip(items, solutions, errors):
+        rows.append({"category": category, "occ_level": occ_level, "name": it["name"], "mesh": sol["mesh"],
+                     **{k: sol[k] for k in angles},
+                     "distance": float(geometry.pascal_distance(sol["distance"], it["resize_rate"], map_size)),
+                     "render_distance": sol["distance"], "loss": sol["loss"],
+                     **{f"gt_{k}": it[k] for k in angles + ("distance",)}, "error_deg": float(err)})
+    return rows
+
+
 def run_category(cfg: InferenceConfig, category: str, ctx: DistContext) -> list[dict[str, Any]]:
-    """Extract, solve and score one category (this rank's share of the images)."""
-    ckpt_path = resolve_checkpoint(cfg, category)
-    model, memories, info = load_network(ckpt_path, device=ctx.device)
-    meshes = load_meshes(cfg, category, memories)
+    """Maps, poses and rows of one category (this rank's share of the images)."""
+    exp = cfg.experiment
+    ckpt_path = exp.resolve_checkpoint(category, cfg.checkpoint)
+    model, meshes, _ = load_trained(ckpt_path, layout.cuboid_paths(cfg.dataroot, cfg.mesh_d, category), ctx.device)
     dataset = TestDataset(cfg.dataroot, category, split="val", occ_level=cfg.occ_level, mesh_d=cfg.mesh_d,
                           mesh_index=None)
     if dataset.info.synthetic and ctx.is_main:
         log.warning("%s: the dataset is SYNTHETIC (generated), not PASCAL3D+", category)
-    h, w = dataset.image_size
-    map_size = (h // constants.DOWNSAMPLE_RATE, w // constants.DOWNSAMPLE_RATE)
+    map_size = dataset.info.feature_map_size(category)
     solvers = {m.index: MeshPoseSolver(m.verts, m.faces, m.vertex_features, map_size,
                                        constants.RENDER_DISTANCE[category], cfg.solver, ctx.device) for m in meshes}
     mine = list(range(ctx.rank, len(dataset), ctx.world_size))
-    desc = f"{category}{cfg.occ_level} extract" if ctx.is_main else ""
+    solve_batch = cfg.solve_batch or (CUDA_SOLVE_BATCH if ctx.device.type == "cuda" else CPU_SOLVE_BATCH)
     log.info("%s%s: %d images (%d on this rank), checkpoint %s, maps %dx%d", category, cfg.occ_level,
              len(dataset), len(mine), ckpt_path.name, *map_size)
-
+    source = network_maps(model, dataset, mine, ctx.device, cfg.batch_size, cfg.workers,
+                          desc=f"{category}{cfg.occ_level} extract" if ctx.is_main else "")
+    if not cfg.fused:
+        source = feature_file_maps(exp.feature_file(category, cfg.occ_level, ctx.rank, ctx.world_size), source,
+                                   meshes, solve_batch)
     rows: list[dict[str, Any]] = []
-
-    def solve_and_record(maps: torch.Tensor, items: list[dict]) -> None:
-        # the mesh list an image came from: mesh01 (single) or its CAD model's mesh (multi)
-        mesh_index = [it["mesh_index"] for it in items]
-        for start in range(0, maps.shape[0], cfg.solve_batch):
-            sl = slice(start, start + cfg.solve_batch)
-            sols = solve_block(solvers, meshes, maps[sl], mesh_index[sl], cfg.mesh_selection)
-            for it, sol in zip(items[sl], sols):
-                err = evaluate.rotation_errors({k: [sol[k]] for k in ("azimuth", "elevation", "theta")},
-                                               {k: [it[k]] for k in ("azimuth", "elevation", "theta")})[0]
-                rows.append({"category": category, "occ_level": cfg.occ_level, "name": it["name"],
-                             "mesh": sol["mesh"], **{k: sol[k] for k in ("azimuth", "elevation", "theta",
-                                                                         "distance", "loss")},
-                             **{f"gt_{k}": it[k] for k in ("azimuth", "elevation", "theta", "distance")},
-                             "error_deg": math.degrees(err)})
-
-    def items_of(batch: dict) -> list[dict]:
-        n = len(batch["name"])
-        return [{"name": batch["name"][i], "mesh_index": int(batch["mesh_index"][i]),
-                 "cad_index": int(batch["cad_index"][i]), **gt_pose(batch, i)} for i in range(n)]
-
-    if cfg.fused:
-        pending_maps, pending_items = [], []
-        for batch, fmap in iterate_maps(model, dataset, mine, ctx.device, cfg.batch_size, cfg.workers, desc):
-            pending_maps.append(fmap)
-            pending_items += items_of(batch)
-            if len(pending_items) >= cfg.solve_batch:
-                solve_and_record(torch.cat(pending_maps), pending_items)
-                pending_maps, pending_items = [], []
-        if pending_items:
-            solve_and_record(torch.cat(pending_maps), pending_items)
-        return rows
-
-    # Faithful two-stage path: write the feature file, then solve from it.
-    path = feature_file(cfg.exproot, cfg.mesh_d, category, cfg.occ_level, ctx.rank, ctx.world_size)
-    writer = FeatureWriter(path)
-    names_per_mesh: dict[int, list[str]] = {m.index: [] for m in meshes}
-    all_items: list[dict] = []
-    try:
-        for m in meshes:
-            writer.add(f"memory_mesh{m.index:02d}", memories[m.index - 1][:len(m.verts)].numpy())
-            writer.add(f"clutter_mesh{m.index:02d}", memories[m.index - 1][len(m.verts):].numpy())
-        for batch, fmap in iterate_maps(model, dataset, mine, ctx.device, cfg.batch_size, cfg.workers, desc):
-            for it, f in zip(items_of(batch), fmap.cpu().numpy()):
-                writer.add(it["name"], f)
-                names_per_mesh.setdefault(it["mesh_index"], []).append(it["name"])
-                all_items.append(it)
-        for k, names in names_per_mesh.items():
-            writer.add(f"names_mesh{k:02d}", np.asarray(names, dtype=np.str_))
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
-    del model
-    with np.load(path) as stored:
-        for start in range(0, len(all_items), cfg.solve_batch):
-            block = all_items[start:start + cfg.solve_batch]
-            maps = torch.from_numpy(np.stack([stored[it["name"]] for it in block]))
-            solve_and_record(maps, block)
+    for items, maps in rebatch(source, solve_batch):
+        solutions = solve_block(solvers, meshes, maps, [it["mesh_index"] for it in items], cfg.mesh_selection)
+        rows += prediction_rows(category, cfg.occ_level, items, solutions, map_size)
     return rows
 
 
@@ -306,39 +232,65 @@ def gather_rows(rows: list[dict], ctx: DistContext) -> list[dict]:
 # ----------------------------------------------------------------------------- driver
 
 
+def categories_to_evaluate(cfg: InferenceConfig) -> list[str]:
+    """The requested categories, or (None = all) those with a checkpoint; says once which
+    prepared categories have none. Raises when there is nothing to evaluate."""
+    if cfg.categories is not None:
+        return list(cfg.categories)
+    exp = cfg.experiment
+    trained = exp.trained_categories()
+    prepared = [c for c in constants.CATEGORIES
+                if layout.split_layout(cfg.dataroot, "val", c, cfg.occ_level).lists3d(cfg.mesh_d).is_dir()]
+    untrained = [c for c in prepared if c not in trained]
+    if untrained:
+        log.warning("no checkpoint in %s for: %s (not trained; skipped)", exp.checkpoints, ", ".join(untrained))
+    if not trained:
+        raise DataNotFound(f"no trained category: no saved_model_<cat>_*.pth in {exp.checkpoints}; run "
+                           "TrainNeMo.sh first, or evaluate the authors' models with CHECKPOINT=authors")
+    return trained
+
+
 def run(cfg: InferenceConfig, ctx: DistContext | None = None) -> evaluate.AccuracyTable | None:
-    """Evaluate every category; rank 0 writes the outputs and returns the table."""
+    """Evaluate the categories; rank 0 writes the outputs and returns the table."""
     ctx = ctx or DistContext()
     start = time.time()
+    categories = categories_to_evaluate(cfg)
     all_rows: list[dict] = []
-    for category in cfg.categories:
+    for category in categories:
         t0 = time.time()
         rows = gather_rows(run_category(cfg, category, ctx), ctx)
         all_rows += rows
         if ctx.is_main:
-            m = evaluate.metrics(np.radians([r["error_deg"] for r in rows]))
+            m = evaluate.metrics([r["error_deg"] for r in rows])
             log.info("%s%s: %d images, Pi/6 %.1f, Pi/18 %.1f, MedErr %.1f (%.0f s)", category, cfg.occ_level,
                      m.n, m.acc_pi6, m.acc_pi18, m.med_err, time.time() - t0)
     if not ctx.is_main:
         return None
-    out_dir = accuracy_dir(cfg.exproot, cfg.mesh_d)
-    level = cfg.occ_level or "L0"
+    return write_results(cfg, categories, all_rows, time.time() - start)
+
+
+def write_results(cfg: InferenceConfig, categories: list[str], rows: list[dict], seconds: float) -> evaluate.AccuracyTable:
+    """The per-image CSV, the original's per-category ``total_error`` npz, and the table
+    (txt, json, png) of one occlusion level."""
+    exp, level = cfg.experiment, cfg.occ_level or "L0"
     info = layout.load_dataset_info(layout.split_root(cfg.dataroot, "val", cfg.occ_level))
-    all_rows.sort(key=lambda r: (constants.CATEGORIES.index(r["category"]), r["name"]))
-    evaluate.save_predictions_csv(out_dir / f"predictions_{level}.csv", all_rows)
-    for category in cfg.categories:
-        errors = np.radians([r["error_deg"] for r in all_rows if r["category"] == category])
-        # the original's per-category record (CalAccuracy.py reads ``total_error``)
-        atomic_savez(out_dir / f"{category}{cfg.occ_level}.npz", total_error=errors)
-    table = evaluate.accuracy_table(evaluate.errors_from_rows(all_rows))
+    rows = sorted(rows, key=lambda r: (constants.CATEGORIES.index(r["category"]), r["name"]))
+    evaluate.save_predictions_csv(exp.predictions_csv(level), rows)
+    errors = evaluate.errors_from_rows(rows)
+    for category in categories:   # the original's record, in radians (CalAccuracy.py reads it)
+        atomic_savez(exp.total_error_file(category, cfg.occ_level),
+                     total_error=np.radians(errors.get(category, np.zeros(0))))
+    table = evaluate.accuracy_table(errors)
     tag = "SYNTHETIC data (not PASCAL3D+)" if info.synthetic else "PASCAL3D+"
     title = f"NeMo ({cfg.mesh_d} cuboid), occlusion {level}, {tag}"
-    text = evaluate.format_table(table, title)
-    atomic_write_text(out_dir / f"accuracy_{level}.txt", text + "\n")
-    evaluate.save_table_json(out_dir / f"accuracy_{level}.json", table, level=level, mesh_d=cfg.mesh_d,
-                             synthetic=info.synthetic, categories=cfg.categories,
-                             seconds=round(time.time() - start, 1))
-    log.info("wrote %s/{predictions,accuracy}_%s.*", out_dir, level)
+    reference = constants.published_l0(cfg.mesh_d) if cfg.checkpoint == "authors" and not cfg.occ_level else None
+    text = evaluate.format_table(table, title, reference=reference)
+    atomic_write_text(exp.accuracy_file(level, "txt"), text + "\n")
+    evaluate.save_table_json(exp.accuracy_file(level, "json"), table, level=level, mesh_d=cfg.mesh_d,
+                             synthetic=info.synthetic, categories=categories, checkpoint=cfg.checkpoint,
+                             seconds=round(seconds, 1), published=reference)
+    plot_categories(exp.accuracy_file(level, "png"), errors, title)
+    log.info("wrote %s/{predictions,accuracy}_%s.*", exp.accuracy, level)
     return table
 
 
@@ -348,13 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="NeMo inference: features, pose estimation, accuracy table.")
     p.add_argument("--dataroot", default=d.dataroot, help=f"prepared data folder (default {d.dataroot})")
     p.add_argument("--exproot", default=d.exproot, help=f"experiment folder (default {d.exproot})")
-    p.add_argument("--categories", nargs="+", default=["all"], help="categories or 'all' (default all)")
+    add_categories_argument(p, "every category with a checkpoint")
     p.add_argument("--mesh-d", default=d.mesh_d, choices=constants.MESH_DIMENSIONS, help="cuboid type (default single)")
+    p.add_argument("--azimuth-bins", default="", help="evaluate the unseen-pose models of this mask (default: none)")
     p.add_argument("--occ-level", default="", help="'' / L0 (default), FGL1_BGL1, FGL2_BGL2 or FGL3_BGL3")
     p.add_argument("--checkpoint", default=d.checkpoint,
-                   help="epoch (e.g. 799), 'last' (default) or a file (may contain {category})")
+                   help="'last' (default), an epoch (e.g. 799), 'authors' (their released models, epoch 799; "
+                        "InferenceNeMo.sh downloads them) or a file (may contain {category})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="extraction batch (default 8)")
-    p.add_argument("--solve-batch", type=int, default=d.solve_batch, help="images solved together (default 64)")
+    p.add_argument("--solve-batch", type=int, default=None,
+                   help=f"images solved together (default: {CPU_SOLVE_BATCH} on CPU, {CUDA_SOLVE_BATCH} on CUDA)")
     p.add_argument("--fused", action="store_true", help="solve from the network's maps without a feature file")
     p.add_argument("--mesh-selection", default=d.mesh_selection, choices=("gt", "best"),
                    help="multi meshes: annotated mesh (gt, default, the original) or lowest loss (best)")
@@ -377,11 +332,11 @@ def config_from_args(args: argparse.Namespace) -> InferenceConfig:
     solver = replace(SolverConfig(), steps=args.steps, lr=args.lr, use_clutter=not args.turn_off_clutter,
                      num_starts=args.num_starts, early_stop_tol=args.early_stop_tol,
                      perspective_correct=args.perspective_correct)
-    return InferenceConfig(dataroot=args.dataroot, exproot=args.exproot,
-                           categories=constants.parse_categories(args.categories), mesh_d=args.mesh_d,
-                           occ_level=constants.parse_occlusion_level(args.occ_level), checkpoint=args.checkpoint,
-                           batch_size=args.batch_size, solve_batch=args.solve_batch, fused=args.fused,
-                           mesh_selection=args.mesh_selection, device=args.device, solver=solver,
+    categories = None if constants.wants_all(args.categories) else constants.parse_categories(args.categories)
+    return InferenceConfig(dataroot=args.dataroot, exproot=args.exproot, categories=categories, mesh_d=args.mesh_d,
+                           azimuth_bins=args.azimuth_bins, occ_level=constants.parse_occlusion_level(args.occ_level),
+                           checkpoint=args.checkpoint, batch_size=args.batch_size, solve_batch=args.solve_batch,
+                           fused=args.fused, mesh_selection=args.mesh_selection, device=args.device, solver=solver,
                            workers=args.workers)
 
 
@@ -392,12 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     ctx = dist_init(cfg.device)
     try:
         if run(cfg, ctx) is not None:   # rank 0: print the table it wrote
-            level = cfg.occ_level or "L0"
-            print((accuracy_dir(cfg.exproot, cfg.mesh_d) / f"accuracy_{level}.txt").read_text(), end="", flush=True)
+            print(cfg.experiment.accuracy_file(cfg.occ_level, "txt").read_text(), end="", flush=True)
     finally:
         dist_shutdown()
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run as run_cli
+
+    raise SystemExit(run_cli(main))

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import NemoPoseError
 from .utils import atomic_write_text
 
 
-class MeshFormatError(ValueError):
+class MeshFormatError(NemoPoseError, ValueError):
     """A mesh file that cannot be parsed."""
 
 

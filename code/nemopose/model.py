@@ -35,6 +35,7 @@ import torchvision
 from torch import nn
 
 from . import constants
+from .errors import NemoPoseError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ RESNET50_IMAGENET_FILE = "resnet50-0676ba61.pth"
 RESNET50_IMAGENET_URL = f"https://download.pytorch.org/models/{RESNET50_IMAGENET_FILE}"
 
 
-class PretrainedWeightsMissing(FileNotFoundError):
+class PretrainedWeightsMissing(NemoPoseError, FileNotFoundError):
     """ImageNet weights were asked for but are not available offline."""
 
 
@@ -303,10 +304,6 @@ class NeMoNet(nn.Module):
         weight = self.head.weight[:, :, None, None]        # (d, C, 1, 1)
         bias = self.head.bias if self.test_head_bias else None
         return F.normalize(F.conv2d(fmap, weight, bias), p=2, dim=1)
-
-    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
-        """Test-time map ``(B, d, H/8, W/8)`` (same as ``self(images)``)."""
-        return self(images)
 
 
 # ----------------------------------------------------------------------------- pretrained weights

@@ -1,23 +1,16 @@
-"""Render-and-compare pose estimation, batched over images and starts (SPEC section 11).
+"""Pose estimation: Adam over the camera pose from the best initial pose, batched over images
+and starts (SPEC 11). The loss itself is :mod:`nemopose.score`'s.
 
-For an image with a unit-length feature map ``F`` (C, h, w), a neural mesh (vertices,
-faces, one unit feature per vertex) and a clutter vector ``c``:
-
-    s_o(p) = <Fbar(p), F(p)>           Fbar = vertex features rendered at the pose (0 off the object)
-    s_c(p) = <c, F(p)>                 clutter score
-    loss   = 1 - (mean_p max(s_o, s_c) - mean_p s_c)     (or 1 - mean_p s_o without clutter)
-
-The pose is the camera centre ``C`` (3) and in-plane rotation ``theta``; it starts from
-the best of 144 pre-rendered poses and is refined by Adam (lr 0.05, betas (0.4, 0.6), 300
-steps, lr x0.2 after steps 100, 200, 300).
-
-Why it is fast. Rendering is linear in the vertex features, so
-``s_o(p) = sum_k b_k(p) <feat[v_k], F(p)>``: with the table ``S = feat @ F`` (V, h*w),
-computed once per image, every step only gathers three numbers per covered pixel instead of
-rendering and comparing 128-d features (``method="similarity"``, the default; the explicit
-``method="render"`` computes the same loss through :func:`render.render_features` and is
-kept to test it). All images and starts are solved together: Adam and the schedule act
+The pose is the camera centre ``C`` (3) and in-plane rotation ``theta`` (plus, for
+unlabeled images, a 2D shift of the principal point); it starts from the best of 144
+pre-rasterised poses (azimuth x elevation x theta grid at the category's render distance)
+and is refined by Adam (lr 0.05, betas (0.4, 0.6), 300 steps, lr x0.2 after steps 100,
+200, 300). All images and starts are solved together: Adam and the schedule act
 element-wise, so optimising the summed loss of B problems is the same as B separate runs.
+Images are solved in chunks whose size follows the device's memory
+(:func:`chunk_budget_bytes`).
+
+Distances here are render distances (:mod:`nemopose.geometry`, "distance units").
 """
 
 from __future__ import annotations
@@ -30,11 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import geometry, render
+from . import geometry
+from .score import METHODS, ImageBatch, PoseScorer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SolverConfig", "initial_poses", "solve_pose", "pose_loss", "MeshPoseSolver"]
+__all__ = ["SolverConfig", "initial_poses", "solve_pose", "MeshPoseSolver", "chunk_budget_bytes"]
 
 
 @dataclass
@@ -56,12 +50,15 @@ class SolverConfig:
             last ``early_stop_patience`` steps (None = never, the original).
         perspective_correct: rasteriser barycentrics (see :func:`render.rasterize`).
         method: "similarity" (fast, default) or "render" (explicit feature rendering).
-        chunk_bytes: memory budget of the per-image similarity tables; images are solved
-            in chunks that fit it.
+        chunk_bytes: memory budget of a chunk of images solved together; None (default)
+            sizes it from the device (:func:`chunk_budget_bytes`).
         record_trajectory: also return the loss and pose after every step.
         optimize_translation: also optimise a 2D shift of the principal point (in
             feature-map pixels), for unlabeled images whose object is only roughly centred
             (the original's PredUnlabeledDataset); off for PASCAL3D+ evaluation.
+        init_shifts: principal-point shifts (x, y) in map pixels tried with every initial
+            pose (with ``optimize_translation``; the grid then has K x len(init_shifts)
+            entries, shift fastest).
     """
 
     steps: int = 300
@@ -80,17 +77,21 @@ class SolverConfig:
     early_stop_patience: int = 20
     perspective_correct: bool = False
     method: str = "similarity"
-    chunk_bytes: int = 512 * 2 ** 20
+    chunk_bytes: int | None = None
     record_trajectory: bool = False
     optimize_translation: bool = False
+    init_shifts: tuple[tuple[float, float], ...] = ((0.0, 0.0),)
 
     def __post_init__(self) -> None:
-        if self.method not in ("similarity", "render"):
-            raise ValueError(f"method must be 'similarity' or 'render', got {self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.num_starts < 1:
             raise ValueError(f"num_starts must be >= 1, got {self.num_starts}")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
+        self.init_shifts = tuple((float(x), float(y)) for x, y in self.init_shifts)
+        if not self.init_shifts or (not self.optimize_translation and self.init_shifts != ((0.0, 0.0),)):
+            raise ValueError("init_shifts needs optimize_translation (and at least one shift)")
 
 
 def initial_poses(config: SolverConfig | None = None) -> torch.Tensor:
@@ -107,36 +108,35 @@ def initial_poses(config: SolverConfig | None = None) -> torch.Tensor:
     return torch.from_numpy(grid)
 
 
-def pose_loss(object_score: torch.Tensor, clutter_score: torch.Tensor | None) -> torch.Tensor:
-    """NeMo's render-and-compare loss per problem.
-
-    Args:
-        object_score: (N, P) ``s_o`` over all pixels of the map (0 off the object).
-        clutter_score: (N, P) ``s_c``, or None for the loss without the clutter model.
-    Returns:
-        (N,) ``1 - (mean max(s_o, s_c) - mean s_c)`` or ``1 - mean s_o``.
-    """
-    if clutter_score is None:
-        return 1.0 - object_score.mean(1)
-    return 1.0 - (torch.maximum(object_score, clutter_score).mean(1) - clutter_score.mean(1))
-
-
 def _adam_lr(step: int, cfg: SolverConfig) -> float:
     """Learning rate used at ``step`` (0-based): decays after every ``lr_decay_every`` steps."""
     return cfg.lr * cfg.lr_decay ** (step // cfg.lr_decay_every) if cfg.lr_decay_every > 0 else cfg.lr
 
 
-class MeshPoseSolver:
-    """Solves poses of many images against one neural mesh.
+CPU_CHUNK_BYTES = 512 * 2 ** 20
 
-    Holds what is shared by all images of a mesh: the mesh, its vertex features, the
-    camera and the pre-rasterised initial poses (computed once, reused by every chunk).
+
+def chunk_budget_bytes(device: torch.device) -> int:
+    """Memory for one chunk of images: on CUDA most of the free memory (the step is
+    launch-bound, so the larger the chunk the faster), on the CPU 512 MB (larger chunks
+    only page-fault more)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(CPU_CHUNK_BYTES, int(free * 0.6))
+    return CPU_CHUNK_BYTES
+
+
+class MeshPoseSolver:
+    """Solves the poses of many images against one neural mesh.
+
+    Holds what all images of a mesh share: the :class:`nemopose.score.PoseScorer` and the
+    pre-rasterised initial poses (computed once, reused by every chunk).
 
     Args:
         verts: (V, 3) CAD-frame vertices; faces: (F, 3).
         vertex_features: (V, C) unit vectors.
         map_size: (h, w) of the feature maps.
-        init_distance: camera distance of the initial poses (per category, constants).
+        init_distance: render distance of the initial poses (per category, constants).
         config: :class:`SolverConfig`.
         device: where to compute.
     """
@@ -145,110 +145,40 @@ class MeshPoseSolver:
                  config: SolverConfig | None = None, device: torch.device | str = "cpu") -> None:
         self.config = config or SolverConfig()
         self.device = torch.device(device)
-        self.verts = torch.as_tensor(verts, dtype=torch.float32, device=self.device)
-        self.faces = torch.as_tensor(faces, dtype=torch.long, device=self.device)
-        self.vertex_features = torch.as_tensor(vertex_features, dtype=torch.float32, device=self.device)
-        if self.verts.dim() != 2 or self.verts.shape[1] != 3:
-            raise ValueError(f"verts must be (V, 3), got {tuple(self.verts.shape)}")
-        if self.vertex_features.shape[0] != self.verts.shape[0]:
-            raise ValueError(f"vertex_features must be (V={self.verts.shape[0]}, C), "
-                             f"got {tuple(self.vertex_features.shape)}")
-        self.map_size = (int(map_size[0]), int(map_size[1]))
-        self.camera = render.RenderCamera(self.map_size, render_size=max(self.map_size))
+        self.scorer = PoseScorer(verts, faces, vertex_features, map_size, method=self.config.method,
+                                 perspective_correct=self.config.perspective_correct, device=self.device)
+        self.map_size = self.scorer.map_size
         self.init_distance = float(init_distance)
         self.init_grid = initial_poses(self.config).to(self.device, torch.float32)   # (K, 3)
-        az, el, th = self.init_grid.unbind(1)
+        shifts = torch.tensor(self.config.init_shifts, dtype=torch.float32, device=self.device)   # (T, 2)
+        n_shifts = shifts.shape[0]
+        az, el, th = self.init_grid.repeat_interleave(n_shifts, 0).unbind(1)           # (K * T,), shift fastest
         self.init_centers = geometry.camera_center(az, el, torch.full_like(az, self.init_distance))
         self.init_thetas = th
+        self.init_shifts = shifts.repeat(self.init_grid.shape[0], 1) if self.config.optimize_translation else None
         with torch.no_grad():
-            self.init_fragments = self._rasterize(self.init_centers, self.init_thetas)
+            self.init_fragments = self.scorer.rasterize(self.init_centers, self.init_thetas, self.init_shifts)
 
-    # ------------------------------------------------------------------ pieces
+    # the mesh, for the tools that draw it
+    verts = property(lambda self: self.scorer.verts)
+    faces = property(lambda self: self.scorer.faces)
+    vertex_features = property(lambda self: self.scorer.vertex_features)
+    camera = property(lambda self: self.scorer.camera)
 
-    def _rasterize(self, centers: torch.Tensor, thetas: torch.Tensor,
-                   shift: torch.Tensor | None = None) -> render.Fragments:
-        screen = render.project_vertices(self.verts, centers, thetas, self.camera)
-        if shift is not None:   # principal-point translation (N, 2), x = column, y = row
-            screen = screen + torch.cat([shift, torch.zeros_like(shift[:, :1])], 1).unsqueeze(1)
-        return render.rasterize(screen, self.faces, self.map_size,
-                                perspective_correct=self.config.perspective_correct)
-
-    def _object_scores(self, fragments: render.Fragments, image_index: torch.Tensor,
-                       sim: torch.Tensor | None, maps: torch.Tensor) -> torch.Tensor:
-        """``s_o`` (N, P) of N rendered problems; ``image_index`` (N,) says which image each
-        problem compares against (a row of ``sim`` (B, V, P) / ``maps`` (B, C, P))."""
-        n = fragments.pix_to_face.shape[0]
-        n_pix = self.map_size[0] * self.map_size[1]
-        if self.config.method == "render":
-            rendered = render.interpolate_vertex_features(fragments, self.faces, self.vertex_features)
-            return (rendered.reshape(n, -1, n_pix) * maps.index_select(0, image_index)).sum(1)
-        # similarity: s_o(p) = sum_k bary_k(p) * S[image, v_k(p), p]
-        p2f = fragments.pix_to_face.reshape(-1)                                   # (N*P,)
-        covered = torch.nonzero(p2f >= 0).squeeze(1)
-        prob = torch.div(covered, n_pix, rounding_mode="floor")
-        pix = covered - prob * n_pix
-        vidx = self.faces.index_select(0, p2f.index_select(0, covered))           # (M, 3)
-        n_verts = self.verts.shape[0]
-        flat = ((image_index.index_select(0, prob) * n_verts).unsqueeze(1) + vidx) * n_pix + pix.unsqueeze(1)
-        gathered = sim.reshape(-1).index_select(0, flat.reshape(-1)).reshape(-1, 3)   # (M, 3)
-        bary = fragments.bary.reshape(-1, 3).index_select(0, covered)
-        values = (bary * gathered).sum(1)
-        return values.new_zeros(n * n_pix).index_put((covered,), values).reshape(n, n_pix)
-
-    def _prepare_images(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None):
-        """Similarity tables (B, V, P), flattened maps (B, C, P) and clutter scores (B, P)."""
-        maps = feature_maps.to(self.device, torch.float32)
-        b, c = maps.shape[:2]
-        maps = maps.reshape(b, c, -1)
-        sim = None
-        if self.config.method == "similarity":
-            sim = torch.matmul(self.vertex_features.unsqueeze(0), maps)              # (B, V, P)
-        clutter_score = None
-        if self.config.use_clutter:
-            if clutter is None:
-                raise ValueError("the clutter model is on but no clutter vector was given")
-            cl = torch.as_tensor(clutter, dtype=torch.float32, device=self.device).reshape(1, c, 1)
-            clutter_score = (maps * cl).sum(1)                                       # (B, P)
-        return sim, maps, clutter_score
-
-    # ------------------------------------------------------------------ API
+    def prepare(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None) -> ImageBatch:
+        if self.config.use_clutter and clutter is None:
+            raise ValueError("the clutter model is on but no clutter vector was given")
+        return self.scorer.prepare(feature_maps, clutter if self.config.use_clutter else None)
 
     def initial_losses(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None = None) -> torch.Tensor:
-        """Loss of every initial pose for every image, (B, K)."""
-        with torch.no_grad():
-            sim, maps, clutter_score = self._prepare_images(feature_maps, clutter)
-            return self._initial_losses(sim, maps, clutter_score)
-
-    def _initial_losses(self, sim, maps, clutter_score) -> torch.Tensor:
-        k = self.init_grid.shape[0]
-        out = []
-        for b in range(maps.shape[0]):
-            index = torch.full((k,), b, dtype=torch.long, device=self.device)
-            s_o = self._object_scores(self.init_fragments, index, sim, maps)
-            s_c = clutter_score[b].expand(k, -1) if clutter_score is not None else None
-            out.append(pose_loss(s_o, s_c))
-        return torch.stack(out)
+        """Loss of every initial pose (and shift) for every image, (B, K * T)."""
+        return self.scorer.grid_losses(self.prepare(feature_maps, clutter), self.init_fragments)
 
     def losses_at(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None, poses: torch.Tensor,
                   image_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Loss of arbitrary poses (no optimisation), e.g. for loss landscapes.
-
-        Args:
-            feature_maps: (B, C, h, w); clutter: (C,) or None.
-            poses: (N, 4) azimuth, elevation, theta, distance.
-            image_index: (N,) which image each pose is compared with (default: image 0).
-        Returns:
-            (N,) losses.
-        """
-        poses = torch.as_tensor(poses, dtype=torch.float32, device=self.device).reshape(-1, 4)
-        if image_index is None:
-            image_index = torch.zeros(poses.shape[0], dtype=torch.long, device=self.device)
-        with torch.no_grad():
-            sim, maps, clutter_score = self._prepare_images(feature_maps, clutter)
-            centers = geometry.camera_center(poses[:, 0], poses[:, 1], poses[:, 3])
-            fragments = self._rasterize(centers, poses[:, 2])
-            s_c = clutter_score.index_select(0, image_index) if clutter_score is not None else None
-            return pose_loss(self._object_scores(fragments, image_index, sim, maps), s_c).cpu()
+        """Loss of arbitrary poses (N, 4) = (azimuth, elevation, theta, render distance), no
+        optimisation, e.g. for loss landscapes; see :meth:`PoseScorer.losses_at`."""
+        return self.scorer.losses_at(self.prepare(feature_maps, clutter), poses, image_index)
 
     def solve(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None = None,
               progress: Any = None) -> dict[str, torch.Tensor]:
@@ -259,20 +189,22 @@ class MeshPoseSolver:
             clutter: (C,) unit clutter vector (required when the clutter model is on).
             progress: optional callable ``progress(n_done_images)``.
         Returns:
-            dict of (B,) tensors on the CPU: azimuth, elevation, theta, distance (PASCAL3D+
-            convention, radians), loss (final), init_index (chosen initial pose), init_loss;
-            with ``record_trajectory`` also loss_curve (B, steps) and trajectory
-            (B, steps, 4) = (azimuth, elevation, theta, distance) after each step.
+            dict of (B,) tensors on the CPU: azimuth, elevation, theta (radians), distance
+            (render distance), loss (final), init_index (chosen initial pose), init_loss;
+            with ``optimize_translation`` also shift_x, shift_y (map pixels); with
+            ``record_trajectory`` also loss_curve (B, steps) and trajectory (B, steps, 4)
+            = (azimuth, elevation, theta, distance) after each step.
         """
         if feature_maps.dim() != 4 or tuple(feature_maps.shape[2:]) != self.map_size:
             raise ValueError(f"feature_maps must be (B, C, {self.map_size[0]}, {self.map_size[1]}), "
                              f"got {tuple(feature_maps.shape)}")
-        if feature_maps.shape[1] != self.vertex_features.shape[1]:
+        if feature_maps.shape[1] != self.scorer.feature_dim:
             raise ValueError(f"feature dimension {feature_maps.shape[1]} != vertex feature "
-                             f"dimension {self.vertex_features.shape[1]}")
-        n_pix = self.map_size[0] * self.map_size[1]
-        per_image = 4 * n_pix * (self.verts.shape[0] + feature_maps.shape[1]) * max(1, self.config.num_starts)
-        chunk = max(1, int(self.config.chunk_bytes // per_image))
+                             f"dimension {self.scorer.feature_dim}")
+        budget = self.config.chunk_bytes or chunk_budget_bytes(self.device)
+        per_image = 4 * self.scorer.num_pixels * (self.verts.shape[0] + feature_maps.shape[1]) * \
+            max(1, self.config.num_starts)
+        chunk = max(1, int(budget // per_image))
         results = []
         for start in range(0, feature_maps.shape[0], chunk):
             results.append(self._solve_chunk(feature_maps[start:start + chunk], clutter))
@@ -283,9 +215,9 @@ class MeshPoseSolver:
     def _solve_chunk(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None) -> dict[str, torch.Tensor]:
         cfg = self.config
         with torch.no_grad():
-            sim, maps, clutter_score = self._prepare_images(feature_maps, clutter)
-            init_losses = self._initial_losses(sim, maps, clutter_score)            # (B, K)
-        b = maps.shape[0]
+            images = self.prepare(feature_maps, clutter)
+            init_losses = self.scorer.grid_losses(images, self.init_fragments)      # (B, K)
+        b = len(images)
         starts = min(cfg.num_starts, init_losses.shape[1])
         # torch.topk is not guaranteed stable; sort keeps the first of equal losses (argmin).
         order = torch.sort(init_losses, dim=1, stable=True).indices[:, :starts]   # (B, S)
@@ -293,40 +225,33 @@ class MeshPoseSolver:
         chosen = order.reshape(-1)
         center = self.init_centers.index_select(0, chosen).clone().requires_grad_(True)
         theta = self.init_thetas.index_select(0, chosen).clone().requires_grad_(True)
-        s_c = clutter_score.index_select(0, image_index) if clutter_score is not None else None
-
         params = [center, theta]
         shift = None
         if cfg.optimize_translation:
-            shift = torch.zeros(center.shape[0], 2, device=self.device, requires_grad=True)
+            shift = self.init_shifts.index_select(0, chosen).clone().requires_grad_(True)
             params.append(shift)
         optim = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
         curve, traj, history = [], [], []
-        final_loss = None
         for step in range(cfg.steps):
             for group in optim.param_groups:
                 group["lr"] = _adam_lr(step, cfg)
-            fragments = self._rasterize(center, theta, shift)
-            losses = pose_loss(self._object_scores(fragments, image_index, sim, maps), s_c)   # (N,)
+            losses = self.scorer.losses(images, center, theta, image_index, shift)   # (N,)
             optim.zero_grad(set_to_none=True)
             losses.sum().backward()
             optim.step()
-            final_loss = losses.detach()
             if cfg.record_trajectory:
-                curve.append(final_loss.clone())
+                curve.append(losses.detach().clone())
                 traj.append(self._read_pose(center.detach(), theta.detach()))
             if cfg.early_stop_tol is not None:
-                history.append(final_loss)
+                history.append(losses.detach())
                 if (len(history) > cfg.early_stop_patience and
                         (history[-1] - history[-1 - cfg.early_stop_patience]).abs().max() < cfg.early_stop_tol):
                     log.debug("early stop after %d steps", step + 1)
                     break
         # The loss of the returned pose (after the last update).
         with torch.no_grad():
-            fragments = self._rasterize(center, theta, shift)
-            end_loss = pose_loss(self._object_scores(fragments, image_index, sim, maps), s_c)
+            end_loss = self.scorer.losses(images, center, theta, image_index, shift).reshape(b, starts)
         pose = self._read_pose(center.detach(), theta.detach())                   # (N, 4)
-        end_loss = end_loss.reshape(b, starts)
         best = end_loss.argmin(1)                                                 # (B,)
         pick = torch.arange(b, device=self.device) * starts + best
         out = {
@@ -357,11 +282,11 @@ def solve_pose(feature_maps: torch.Tensor, verts, faces, vertex_features, clutte
         verts: (V, 3) PASCAL3D+ CAD-frame vertices; faces: (F, 3).
         vertex_features: (V, C) unit vectors (the feature bank's vertex rows).
         clutter: (C,) unit clutter vector, or None (then the clutter model is turned off).
-        init_distance: camera distance of the initial poses.
+        init_distance: render distance of the initial poses.
         **options: :class:`SolverConfig` fields, plus ``device``.
     Returns:
-        dict of (B,) tensors: azimuth, elevation, theta, distance (radians, PASCAL3D+
-        convention), loss, init_index, init_loss (see :meth:`MeshPoseSolver.solve`).
+        dict of (B,) tensors: azimuth, elevation, theta (radians), distance (render
+        distance), loss, init_index, init_loss (see :meth:`MeshPoseSolver.solve`).
     """
     device = options.pop("device", feature_maps.device)
     if clutter is None:

@@ -1,12 +1,21 @@
 """Pose prediction on unlabeled images (SPEC 16; the original's PredUnlabeledDataset).
 
-The object should be roughly centred and roughly at the scale of the training crops. Each
-image is fitted into the category's crop size (aspect kept, zero padding), and the solver
-also optimises a 2D translation of the principal point. Prints and saves azimuth,
-elevation, theta, distance and the translation (in input-image pixels), and a picture of
-the mesh over each image.
+The library API::
 
-    python -m nemopose.predict --category car --exproot exp --images a.jpg b.jpg
+    from nemopose.predict import PosePredictor
+    predictor = PosePredictor.from_checkpoint("exp/NeMo_single/saved_model_car_799.pth", "car",
+                                              dataroot="data")          # cuboids of PrepareData.sh
+    poses = predictor.predict(["a.jpg", pil_image, uint8_array])        # one Prediction per image
+    poses[0].azimuth, poses[0].elevation, poses[0].theta                # radians
+
+The object should be roughly at the scale of the training crops (PASCAL3D+ objects rescaled to
+distance 5; ``scale`` resizes the inputs first) and roughly centred: each image is placed in
+the category's crop (by default fitted into it, aspect kept, zero padding), and the solver
+also optimises a 2D translation of the principal point (and starts from several shifts).
+With several meshes (multi) the lowest loss wins.
+
+CLI: ``python -m nemopose.predict --category car --images a.jpg b.jpg`` prints and saves the
+poses (CSV) and a picture of the mesh over each image.
 """
 
 from __future__ import annotations
@@ -14,98 +23,250 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from . import constants
-from .checkpoint import experiment_dir, final_checkpoint, load_network
+from . import constants, geometry
+from .data import layout
 from .data.datasets import normalize_image
-from .data.layout import scaled_image_size
-from .inference import clutter_vector
-from .mesh import load_off
+from .data.pascal3d import load_image
+from .distributed import choose_device
+from .errors import UsageError
+from .experiment import Experiment
+from .model import NeMoNet
+from .neural_mesh import NeuralMesh, load_trained
 from .pose import MeshPoseSolver, SolverConfig
 from .utils import atomic_path, setup_logging
-from .visualize import overlay_mesh
 
 log = logging.getLogger("nemopose.predict")
 
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
-def fit_image(image: Image.Image, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Resize (aspect kept) and zero-pad an image into ``size`` (H, W), centred.
+
+@dataclass(frozen=True)
+class Prediction:
+    """The pose of the object in one image.
+
+    Attributes:
+        azimuth, elevation, theta: radians (PASCAL3D+ convention).
+        distance: PASCAL3D+ distance for a camera of focal length ``M f = 3000`` pixels on the
+            input image (:func:`nemopose.geometry.pascal_distance`).
+        render_distance: the solver's distance (render camera).
+        shift_x, shift_y: where the object's origin projects, relative to the input image's
+            centre, in input-image pixels (x right, y down).
+        loss: the final render-and-compare loss; mesh: the mesh used (1-based).
+    """
+
+    azimuth: float
+    elevation: float
+    theta: float
+    distance: float
+    render_distance: float
+    shift_x: float
+    shift_y: float
+    loss: float
+    mesh: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def as_rgb_array(image: ImageInput) -> np.ndarray:
+    """An input image as (H, W, 3) uint8: a file path (decoded, clear error naming it), a PIL
+    image or an array (H, W, 3) / (H, W) uint8."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise UsageError(f"an image array must be uint8 (H, W, 3), got {array.dtype} {array.shape}")
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def place_image(image: np.ndarray, size: tuple[int, int], scale: float | None = None) -> tuple[np.ndarray, float]:
+    """Resize an image by ``scale`` (None: the largest scale that fits it into ``size``,
+    aspect kept) and centre it on a zero canvas of ``size`` (H, W), cutting what overflows.
 
     Returns:
-        (H, W, 3) uint8, the scale applied, and the (top, left) offset of the image.
+        (H, W, 3) uint8 and the scale applied (canvas pixels per input pixel). The input's
+        centre lands on the canvas centre.
     """
     h, w = size
-    scale = min(h / image.height, w / image.width)
-    nh, nw = max(1, round(image.height * scale)), max(1, round(image.width * scale))
+    ih, iw = image.shape[:2]
+    scale = min(h / ih, w / iw) if scale is None else float(scale)
+    nh, nw = max(1, round(ih * scale)), max(1, round(iw * scale))
+    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR)) if (nh, nw) != (ih, iw) else image
     canvas = np.zeros((h, w, 3), dtype=np.uint8)
-    top, left = (h - nh) // 2, (w - nw) // 2
-    canvas[top:top + nh, left:left + nw] = np.asarray(image.convert("RGB").resize((nw, nh), Image.BILINEAR))
-    return canvas, scale, (top, left)
+    top, left = (h - nh) // 2, (w - nw) // 2                    # may be negative: the image overflows
+    r0, c0 = max(0, -top), max(0, -left)
+    r1, c1 = min(nh, h - top), min(nw, w - left)
+    canvas[top + r0:top + r1, left + c0:left + c1] = resized[r0:r1, c0:c1]
+    return canvas, scale
+
+
+def shift_grid(map_size: tuple[int, int], fraction: float = 0.15) -> list[tuple[float, float]]:
+    """Initial principal-point shifts (x, y) in map pixels: the centre and a 3 x 3 grid of
+    +-``fraction`` of the map size, so an off-centre object starts near its place."""
+    h, w = map_size
+    return [(dx * fraction * w, dy * fraction * h) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+
+class PosePredictor:
+    """Estimates object poses in arbitrary images with a trained NeMo.
+
+    Args:
+        model: the network (test-time forward).
+        meshes: its neural meshes (one for single, one per CAD model for multi).
+        category: the object category.
+        image_scale: the scale of the crops the network was trained on (1 = PASCAL3D+; the
+            synthetic demo uses 0.5).
+        device: where to run.
+        translation: optimise the principal point, from a grid of initial shifts
+            (:func:`shift_grid`); off: the object must be centred.
+        solver: :class:`SolverConfig` (default: the paper's settings); its translation
+            settings are set from ``translation``.
+        batch_size: images through the network and the solver together.
+    """
+
+    def __init__(self, model: NeMoNet, meshes: Sequence[NeuralMesh], category: str, image_scale: float = 1.0,
+                 device: torch.device | str = "cpu", *, translation: bool = True, solver: SolverConfig | None = None,
+                 batch_size: int = 16):
+        self.category = constants.check_category(category)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.meshes = list(meshes)
+        self.image_scale = float(image_scale)
+        self.crop_size = constants.image_size(category, self.image_scale)
+        self.map_size = constants.feature_map_size(category, self.image_scale)
+        self.solver_config = replace(solver or SolverConfig(), optimize_translation=translation,
+                                     init_shifts=shift_grid(self.map_size) if translation else ((0.0, 0.0),))
+        self.batch_size = batch_size
+        self.solvers = [MeshPoseSolver(m.verts, m.faces, m.vertex_features, self.map_size,
+                                       constants.RENDER_DISTANCE[category], self.solver_config, self.device)
+                        for m in self.meshes]
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike, category: str, *, dataroot: str | os.PathLike = "data",
+                        mesh_d: str = "single", mesh_paths: Sequence[str | os.PathLike] | None = None,
+                        image_scale: float | None = None, device: str = "cpu", **kwargs: Any) -> "PosePredictor":
+        """Load a checkpoint (ours or the authors') and its cuboid meshes (``mesh_paths``, or
+        those of PrepareData.sh under ``dataroot``). ``image_scale`` defaults to the one the
+        checkpoint was trained at (1 for the authors')."""
+        category = constants.check_category(category)
+        paths = list(mesh_paths) if mesh_paths else layout.cuboid_paths(dataroot, mesh_d, category)
+        model, meshes, info = load_trained(checkpoint, paths, choose_device(device))
+        scale = image_scale if image_scale is not None else float(info.get("image_scale") or 1.0)
+        return cls(model, meshes, category, scale, choose_device(device), **kwargs)
+
+    def prepare(self, images: Sequence[ImageInput], scale: float | None = None) -> tuple[torch.Tensor, list[float]]:
+        """Images -> (B, 3, H, W) normalised network inputs and the scale of each."""
+        tensors, scales = [], []
+        for image in images:
+            canvas, applied = place_image(as_rgb_array(image), self.crop_size, scale)
+            tensors.append(normalize_image(torch.from_numpy(canvas).permute(2, 0, 1)))
+            scales.append(applied)
+        return torch.stack(tensors), scales
+
+    def predict(self, images: Sequence[ImageInput] | ImageInput, scale: float | None = None) -> list[Prediction]:
+        """One :class:`Prediction` per image (a single image is accepted too).
+
+        Args:
+            images: file paths, PIL images or uint8 arrays.
+            scale: resize factor from input pixels to training-crop pixels (None: fit the
+                whole image into the crop).
+        """
+        if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
+            images = [images]
+        out: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            batch, scales = self.prepare(images[start:start + self.batch_size], scale)
+            with torch.no_grad():
+                maps = self.model(batch.to(self.device)).float()
+            best: list[dict[str, float] | None] = [None] * len(scales)
+            for mesh, solver in zip(self.meshes, self.solvers):
+                res = solver.solve(maps, mesh.clutter)
+                for i in range(len(scales)):
+                    cand = {k: float(res[k][i]) for k in ("azimuth", "elevation", "theta", "distance", "loss",
+                                                          "shift_x", "shift_y")}
+                    if best[i] is None or cand["loss"] < best[i]["loss"]:
+                        best[i] = dict(cand, mesh=mesh.index)
+            for sol, s in zip(best, scales):
+                out.append(Prediction(
+                    azimuth=sol["azimuth"], elevation=sol["elevation"], theta=sol["theta"],
+                    distance=float(geometry.pascal_distance(sol["distance"], s, self.map_size)),
+                    render_distance=sol["distance"],
+                    shift_x=sol["shift_x"] * constants.DOWNSAMPLE_RATE / s,
+                    shift_y=sol["shift_y"] * constants.DOWNSAMPLE_RATE / s, loss=sol["loss"], mesh=sol["mesh"]))
+        return out
+
+    def overlay(self, image: ImageInput, prediction: Prediction, scale: float | None = None) -> np.ndarray:
+        """The image placed in the crop with the predicted mesh drawn over it, (H, W, 3) uint8."""
+        from .visualize import overlay_mesh
+
+        canvas, applied = place_image(as_rgb_array(image), self.crop_size, scale)
+        mesh = self.meshes[prediction.mesh - 1]
+        pose = (prediction.azimuth, prediction.elevation, prediction.theta, prediction.render_distance)
+        return overlay_mesh(canvas, mesh.verts, mesh.faces, pose,
+                            shift=(prediction.shift_x * applied, prediction.shift_y * applied))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Predict object poses on unlabeled images with a trained NeMo.")
     p.add_argument("--category", required=True, help="object category, e.g. car")
     p.add_argument("--images", nargs="+", required=True, help="image files")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the last in <exproot>/NeMo_<mesh-d>)")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint file (default: the last one in <exproot>/NeMo_<mesh-d>)")
     p.add_argument("--exproot", default="exp", help="experiment folder (default exp)")
-    p.add_argument("--mesh", default=None,
-                   help="cuboid OFF file (default: <dataroot>/PASCAL3D+_release1.1/CAD_<mesh-d>/<cat>/01.off)")
-    p.add_argument("--dataroot", default="data", help="data folder for the default mesh (default data)")
+    p.add_argument("--dataroot", default="data", help="data folder holding the cuboid meshes (default data)")
     p.add_argument("--mesh-d", default="single", choices=constants.MESH_DIMENSIONS, help="default single")
-    p.add_argument("--image-scale", type=float, default=1.0,
-                   help="crop scale the network was trained at (1 real data, 0.5 the synthetic demo; default 1)")
+    p.add_argument("--mesh", nargs="+", default=None, help="cuboid OFF file(s) instead of those under --dataroot")
+    p.add_argument("--image-scale", type=float, default=None,
+                   help="crop scale of the training data (default: the checkpoint's; 1 for the authors')")
+    p.add_argument("--scale", type=float, default=None,
+                   help="resize the inputs by this factor (default: fit each image into the crop)")
     p.add_argument("--no-translation", action="store_true", help="do not optimise the principal point")
     p.add_argument("--steps", type=int, default=300, help="Adam steps (default 300)")
     p.add_argument("--out", default="predictions", help="output folder (default predictions)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = p.parse_args(argv)
     setup_logging()
-    cat = constants.check_category(args.category)
-    ckpt = Path(args.checkpoint) if args.checkpoint else final_checkpoint(experiment_dir(args.exproot, args.mesh_d), cat)
-    model, memories, _ = load_network(ckpt, device=args.device)
-    mesh_path = Path(args.mesh) if args.mesh else \
-        Path(args.dataroot) / "PASCAL3D+_release1.1" / f"CAD_{args.mesh_d}" / cat / "01.off"
-    verts, faces = load_off(mesh_path)
-    memory = memories[0]
-    size = scaled_image_size(cat, args.image_scale)
-    map_size = (size[0] // constants.DOWNSAMPLE_RATE, size[1] // constants.DOWNSAMPLE_RATE)
-    solver = MeshPoseSolver(verts, faces, memory[:len(verts)], map_size, constants.RENDER_DISTANCE[cat],
-                            SolverConfig(steps=args.steps, optimize_translation=not args.no_translation),
-                            device=args.device)
+    category = constants.check_category(args.category)
+    for path in args.images:       # the most common mistake, reported before anything loads
+        if not Path(path).is_file():
+            raise UsageError(f"{path}: image file does not exist")
+    checkpoint = args.checkpoint or Experiment(args.exproot, args.mesh_d).final_checkpoint(category)
+    predictor = PosePredictor.from_checkpoint(checkpoint, category, dataroot=args.dataroot, mesh_d=args.mesh_d,
+                                              mesh_paths=args.mesh, image_scale=args.image_scale, device=args.device,
+                                              translation=not args.no_translation, solver=SolverConfig(steps=args.steps))
+    predictions = predictor.predict(args.images, scale=args.scale)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path in args.images:
-        canvas, scale, (top, left) = fit_image(Image.open(path), size)
-        image = normalize_image(torch.from_numpy(canvas).permute(2, 0, 1).float() / 255.0)
-        with torch.no_grad():
-            fmap = model(image[None].to(args.device)).float()
-        res = solver.solve(fmap, clutter_vector(memory[len(verts):]))
-        pose = {k: float(res[k][0]) for k in ("azimuth", "elevation", "theta", "distance", "loss")}
-        shift = [float(res.get("shift_x", torch.zeros(1))[0]), float(res.get("shift_y", torch.zeros(1))[0])]
-        shift_px = [s * constants.DOWNSAMPLE_RATE / scale for s in shift]     # input-image pixels
-        row = {"image": str(path), **pose, "shift_x_px": shift_px[0], "shift_y_px": shift_px[1]}
-        rows.append(row)
-        Image.fromarray(overlay_mesh(canvas, verts, faces, pose,
-                                     shift=(shift[0] * constants.DOWNSAMPLE_RATE,
-                                            shift[1] * constants.DOWNSAMPLE_RATE))).save(
-            out_dir / f"{Path(path).stem}_pose.png")
-        print(f"{path}: azimuth {np.degrees(pose['azimuth']):.1f} elevation {np.degrees(pose['elevation']):.1f} "
-              f"theta {np.degrees(pose['theta']):.1f} deg, distance {pose['distance']:.2f}, "
-              f"translation ({shift_px[0]:.1f}, {shift_px[1]:.1f}) px, loss {pose['loss']:.4f}", flush=True)
+    for path, pred in zip(args.images, predictions):
+        rows.append({"image": str(path), **pred.as_dict()})
+        Image.fromarray(predictor.overlay(path, pred, args.scale)).save(out_dir / f"{Path(path).stem}_pose.png")
+        print(f"{path}: azimuth {np.degrees(pred.azimuth):.1f} elevation {np.degrees(pred.elevation):.1f} "
+              f"theta {np.degrees(pred.theta):.1f} deg, distance {pred.distance:.2f} (PASCAL3D+ units), "
+              f"object centre {pred.shift_x:+.1f} {pred.shift_y:+.1f} px from the image centre, "
+              f"loss {pred.loss:.4f}", flush=True)
     with atomic_path(out_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    log.info("wrote %s", out_dir / "predictions.csv")
+    log.info("wrote %s and %d pictures", out_dir / "predictions.csv", len(rows))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run
+
+    raise SystemExit(run(main))

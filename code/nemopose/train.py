@@ -33,7 +33,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,136 +45,19 @@ from tqdm import tqdm
 
 from . import checkpoint, constants, distributed
 from .bank import FeatureBank, nemo_loss
+from .cli import add_categories_argument, run as run_cli
 from .data import layout
 from .data.datasets import TrainingDataset, mesh_list_path
 from .distributed import DistContext
+from .errors import DataNotFound
+from .experiment import Experiment
 from .mesh import load_off
 from .model import STRIDE, NeMoNet, recalibrate_batchnorm, sample_clutter_index, vertex_cell_index
+from .train_config import (LR_SCHEDULES, PRESETS, TrainConfig, TrainState, aligned_should_step, config_dict,
+                           effective_distance_thr, learning_rate, original_should_step)
 from .utils import append_jsonl, atomic_write_json, seed_everything, setup_logging
 
 log = logging.getLogger(__name__)
-
-LR_SCHEDULES = ("original", "step", "cosine", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """Training settings; the defaults are the original TrainNeMo.py/.sh values."""
-
-    # data and output
-    dataroot: str = "./data"
-    exproot: str = "./exp"
-    category: str = "car"
-    mesh_d: str = "single"
-    azimuth_bins: str = ""                # unseen-pose setting, e.g. 'TFFTTFFT' (the original's azum_sel)
-    # network
-    backbone: str = "resnetext"           # 'light' for CPU demos only
-    pretrained: str = "imagenet"          # 'imagenet' (local torch cache) | 'random' | path
-    d_feature: int = 128
-    light_widths: tuple[int, ...] = (16, 32, 64, 128, 256)
-    light_norm: str = "batch"             # 'group': GroupNorm (batch-independent)
-    # optimisation
-    batch_size: int = 108                 # global batch (the original: 108 over its GPUs)
-    total_epochs: int = 800
-    lr: float = 1e-4
-    weight_decay: float = 1e-4            # Adam's L2 term (not AdamW)
-    lr_schedule: str = "original"         # see original_lr; 'step' = true step decay
-    update_lr_epoch_n: int = 10
-    update_lr: float = 0.2
-    accumulate: int = 10                  # optimiser step every 10 iterations (quirk: see original_should_step)
-    accumulation: str = "original"        # 'original' | 'aligned' (step after every `accumulate` backwards)
-    # bank and loss
-    T: float = 0.07
-    distance_thr: float = 48.0            # pixels of the faithful (scale 1) crops
-    scale_distance_thr: bool = True       # times the dataset's image_scale (1 for real data)
-    weight_noise: float = 5e-3
-    noise_weight: float = 0.1             # weight of the clutter regulariser
-    num_noise: int = 5
-    max_group: int = 512
-    momentum: float = 0.9                 # bank momentum (the original's adj_momentum)
-    bank_mean: str = "batch"              # quirk: divide by the batch size; 'visible' = corrected
-    vertex_weights: str = "original"      # quirk: 0/1 weights; 'weighted' keeps kp_weights
-    # checkpoints and runtime
-    checkpoint_every: int = 200           # saved_model_<cat>_<epoch> at epochs 199, 399, ...
-    save_final: bool = False              # also save after the last epoch
-    resume_every: int = 10                # rolling resume_<cat>_<epoch>.pth every N epochs (0: off)
-    workers: int = 8
-    cache_images: bool = False
-    seed: int = 0
-    sync_bn: bool = False                 # SyncBatchNorm across GPUs (BN statistics of the global batch)
-    precise_bn: bool = False              # re-estimate BN running statistics before each checkpoint
-    separate_bank: bool = False           # accepted for the original's --sperate_bank; no effect (see docs)
-
-    def validate(self) -> None:
-        constants.check_category(self.category)
-        if self.mesh_d not in constants.MESH_DIMENSIONS:
-            raise ValueError(f"mesh_d must be one of {constants.MESH_DIMENSIONS}, got {self.mesh_d!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.accumulation not in ("original", "aligned"):
-            raise ValueError(f"accumulation must be 'original' or 'aligned', got {self.accumulation!r}")
-        if self.bank_mean not in ("batch", "visible"):
-            raise ValueError(f"bank_mean must be 'batch' or 'visible', got {self.bank_mean!r}")
-        if self.batch_size < 1 or self.total_epochs < 1 or self.accumulate < 1:
-            raise ValueError("batch_size, total_epochs and accumulate must be positive")
-
-
-# Named presets: 'faithful' = the original's settings (real data, GPUs); 'demo' = the
-# synthetic CPU demo (light backbone from random init, small batch, few epochs).
-PRESETS: dict[str, dict[str, Any]] = {
-    "faithful": {},
-    "demo": dict(backbone="light", pretrained="random", batch_size=16, total_epochs=16, lr=1e-3,
-                 lr_schedule="cosine", accumulate=1, accumulation="aligned", max_group=64,
-                 checkpoint_every=0, save_final=True, resume_every=4, workers=0, cache_images=True,
-                 precise_bn=True),
-}
-
-# Checkpoint fields that must match to resume (they define the network and the banks).
-_RESUME_KEYS = ("backbone", "d_feature", "light_widths", "light_norm", "num_noise", "max_group", "mesh_d", "category",
-                "azimuth_bins")
-
-
-# ----------------------------------------------------------------------------- quirks
-
-
-def original_lr(epoch: int, base_lr: float, every: int = 10, factor: float = 0.2) -> float:
-    """Quirk of the original: at every epoch with ``(epoch - 1) % every == 0`` it sets
-    ``lr = base_lr * factor`` (not cumulative), so the rate is ``base_lr`` during epoch 0 and
-    ``base_lr * factor`` from epoch 1 on. Kept as the default schedule."""
-    return base_lr if epoch < 1 else base_lr * factor
-
-
-def learning_rate(epoch: int, config: TrainConfig) -> float:
-    """The learning rate of ``epoch`` under ``config.lr_schedule``:
-    original (:func:`original_lr`), step (``lr * update_lr ** (epoch // update_lr_epoch_n)``,
-    the true step decay), cosine (to 0 over ``total_epochs``), constant."""
-    if config.lr_schedule == "original":
-        return original_lr(epoch, config.lr, config.update_lr_epoch_n, config.update_lr)
-    if config.lr_schedule == "step":
-        return config.lr * config.update_lr ** (epoch // config.update_lr_epoch_n)
-    if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.total_epochs))
-    return config.lr
-
-
-def original_should_step(iteration: int, accumulate: int) -> bool:
-    """Quirk of the original: backward at every iteration, optimiser step + zero_grad when
-    the global iteration counter (before incrementing) ``% accumulate == 0``: the very first
-    step follows one backward, later ones ``accumulate``. The counter runs across meshes and
-    epochs, and gradients left at the end of an epoch carry over."""
-    return iteration % accumulate == 0
-
-
-def aligned_should_step(iteration: int, accumulate: int) -> bool:
-    """Corrected accumulation: step after every ``accumulate`` backwards."""
-    return (iteration + 1) % accumulate == 0
-
-
-def effective_distance_thr(config: TrainConfig, image_scale: float) -> float:
-    """``distance_thr`` in pixels of the prepared crops (scaled with the dataset's
-    image_scale unless ``scale_distance_thr`` is off; scale 1 = faithful)."""
-    return config.distance_thr * (image_scale if config.scale_distance_thr else 1.0)
-
 
 # ----------------------------------------------------------------------------- keyed randomness
 
@@ -240,20 +123,11 @@ class MeshData:
     loader: DataLoader | None
 
 
-@dataclass
-class TrainState:
-    """Counters that a checkpoint must restore: the next epoch and the global iteration."""
-
-    epoch: int = 0
-    iteration: int = 0
-    history: list[dict] = field(default_factory=list)
-
-
-def build_meshes(config: TrainConfig, ctx: DistContext) -> tuple[list[MeshData], float]:
-    """Datasets and loaders of every mesh of the category; returns them and the image_scale."""
+def build_meshes(config: TrainConfig, ctx: DistContext) -> tuple[list[MeshData], layout.DatasetInfo]:
+    """Datasets and loaders of every mesh of the category; returns them and the dataset's info."""
     mesh_paths = layout.cuboid_paths(config.dataroot, config.mesh_d, config.category)
     split = layout.split_layout(config.dataroot, "train", config.category)
-    image_scale = layout.load_dataset_info(split.root).image_scale
+    info = layout.load_dataset_info(split.root)
     meshes = []
     for i, mesh_path in enumerate(mesh_paths, start=1):
         num_vertices = load_off(mesh_path)[0].shape[0]
@@ -276,7 +150,7 @@ def build_meshes(config: TrainConfig, ctx: DistContext) -> tuple[list[MeshData],
     if all(m.dataset is None for m in meshes):
         raise FileNotFoundError(f"no training images for {config.category} in {split.lists3d(config.mesh_d)}; "
                                 "run PrepareData.sh first")
-    return meshes, image_scale
+    return meshes, info
 
 
 def build_banks(config: TrainConfig, meshes: list[MeshData], device: torch.device) -> list[FeatureBank]:
@@ -370,78 +244,6 @@ def train_one_epoch(model: torch.nn.Module, banks: list[FeatureBank], meshes: li
             "images": images, "mesh_loss": per_mesh}
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def original_args(config: TrainConfig) -> argparse.Namespace:
-    """The configuration under the original TrainNeMo.py's argument names (for old tools)."""
-    return argparse.Namespace(
-        local_size=[1, 1], d_feature=config.d_feature, batch_size=config.batch_size, workers=config.workers,
-        total_epochs=config.total_epochs, distance_thr=config.distance_thr, T=config.T,
-        weight_noise=config.weight_noise, update_lr_epoch_n=config.update_lr_epoch_n, update_lr_=config.update_lr,
-        lr=config.lr, momentum=0.9, train_accumulate=config.accumulate, weight_decay=config.weight_decay,
-        type_=config.category, num_noise=config.num_noise, max_group=config.max_group,
-        adj_momentum=config.momentum, mesh_d=config.mesh_d, root_path=str(config.dataroot))
-
-
-def checkpoint_payload(model: NeMoNet, banks: list[FeatureBank], optimizer: torch.optim.Optimizer,
-                       state: TrainState, config: TrainConfig, epoch: int) -> dict[str, Any]:
-    """Everything needed to use the model and to resume training exactly."""
-    return {
-        "format": checkpoint.FORMAT,
-        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "memory": [b.memory.detach().cpu().clone() for b in banks],
-        "timestamp": int(time.time()),
-        "args": original_args(config),
-        "model": {"backbone": config.backbone, "d_feature": config.d_feature,
-                  "light_widths": list(config.light_widths), "light_norm": config.light_norm},
-        "banks": [{k: v.detach().cpu().clone() for k, v in b.state_dict().items()} for b in banks],
-        "num_vertices": [b.num_vertices for b in banks],
-        "category": config.category,
-        "epoch": epoch,
-        "iteration": state.iteration,
-        "optimizer": optimizer.state_dict(),
-        "pending_grad": [None if p.grad is None else p.grad.detach().cpu().clone() for p in model.parameters()],
-        "rng": checkpoint.rng_state(),
-        "config": _config_dict(config),
-        "history": state.history,
-    }
-
-
-def _config_dict(config: TrainConfig) -> dict[str, Any]:
-    out = asdict(config)
-    out["light_widths"] = list(config.light_widths)
-    return out
-
-
-def restore(ckpt: dict[str, Any], model: NeMoNet, banks: list[FeatureBank], optimizer: torch.optim.Optimizer,
-            config: TrainConfig, device: torch.device, path: Path) -> TrainState:
-    """Load a checkpoint written by :func:`checkpoint_payload` into freshly built objects."""
-    if ckpt.get("format") != checkpoint.FORMAT:
-        raise ValueError(f"{path}: not a nemopose training checkpoint (an original checkpoint cannot be resumed; "
-                         "use it for extraction)")
-    saved = ckpt["config"]
-    mismatched = [k for k in _RESUME_KEYS if k in saved and saved[k] != _config_dict(config)[k]]
-    if mismatched:
-        raise ValueError(f"{path}: cannot resume, settings differ: "
-                         + ", ".join(f"{k} {saved[k]!r} -> {_config_dict(config)[k]!r}" for k in mismatched)
-                         + " (use another --exproot or --no-resume)")
-    for key in ("batch_size", "lr", "lr_schedule", "accumulate", "seed", "T", "weight_noise"):
-        if saved.get(key) != _config_dict(config)[key]:
-            log.warning("resuming with %s = %r (checkpoint: %r)", key, _config_dict(config)[key], saved.get(key))
-    if len(ckpt["banks"]) != len(banks) or ckpt["num_vertices"] != [b.num_vertices for b in banks]:
-        raise ValueError(f"{path}: banks for vertex counts {ckpt['num_vertices']}, meshes have "
-                         f"{[b.num_vertices for b in banks]}")
-    model.load_state_dict(ckpt["state"])
-    for bank, bank_state in zip(banks, ckpt["banks"]):
-        bank.load_state_dict(bank_state)
-    optimizer.load_state_dict(ckpt["optimizer"])
-    for p, g in zip(model.parameters(), ckpt["pending_grad"]):
-        p.grad = None if g is None else g.to(device)
-    checkpoint.set_rng_state(ckpt["rng"])
-    return TrainState(epoch=ckpt["epoch"] + 1, iteration=ckpt["iteration"], history=list(ckpt.get("history", [])))
-
-
 def _should_save(epoch: int, config: TrainConfig) -> bool:
     on_schedule = config.checkpoint_every > 0 and epoch % config.checkpoint_every == config.checkpoint_every - 1
     return on_schedule or (config.save_final and epoch == config.total_epochs - 1)
@@ -467,13 +269,12 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
     config.validate()
     ctx = ctx or DistContext()
     device = ctx.device
-    exp_dir = checkpoint.experiment_dir(config.exproot, config.mesh_d, config.azimuth_bins)
-    log_path = exp_dir / f"train_log_{config.category}.jsonl"
+    exp = Experiment(config.exproot, config.mesh_d, config.azimuth_bins)
     if config.separate_bank:
         log.info("--separate-bank has no effect: every rank keeps its own identical copy of the banks")
 
-    meshes, image_scale = build_meshes(config, ctx)
-    distance_thr = effective_distance_thr(config, image_scale)
+    meshes, data_info = build_meshes(config, ctx)
+    distance_thr = effective_distance_thr(config, data_info.image_scale)
     seed_everything(config.seed)
     model = NeMoNet(config.backbone, config.d_feature, config.pretrained,
                     light_widths=tuple(config.light_widths), light_norm=config.light_norm).to(device)
@@ -482,11 +283,11 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
     state = TrainState()
     last_path = None
 
-    found = checkpoint.list_checkpoints(exp_dir, config.category, include_resume=True) if resume else []
+    found = exp.list_checkpoints(config.category, include_resume=True) if resume else []
     if found:
         last_epoch, last_path = found[-1]
-        state = restore(checkpoint.load_checkpoint(last_path, map_location="cpu"), model, banks, optimizer,
-                        config, device, last_path)
+        state = checkpoint.restore_training(checkpoint.load_checkpoint(last_path, map_location="cpu"), model,
+                                            banks, optimizer, config, device, last_path)
         log.info("%s: resumed from %s (epoch %d done, iteration %d)", config.category, last_path.name,
                  last_epoch, state.iteration)
     if state.epoch >= config.total_epochs:
@@ -504,8 +305,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
 
     n_images = sum(len(m.dataset) for m in meshes if m.dataset is not None)
     if ctx.is_main:
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(exp_dir / f"config_{config.category}.json", _config_dict(config))
+        atomic_write_json(exp.train_config_path(config.category), config_dict(config))
         log.info("%s: %d mesh(es) with %s vertices, %d training images of %s, backbone %s, global batch %d on "
                  "%d process(es) (%s), epochs %d..%d, distance_thr %.1f px", config.category, len(meshes),
                  [m.num_vertices for m in meshes], n_images,
@@ -535,16 +335,14 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
         if config.precise_bn and (save_now or resume_now):
             precise_batchnorm(model, meshes, config, ctx)
         if ctx.is_main:
-            append_jsonl(log_path, record)
+            append_jsonl(exp.train_log_path(config.category), record)
             log.debug("epoch %d: %s", epoch, record)
+            if save_now or resume_now:
+                last_path = _save(exp, model, banks, optimizer, state, config, epoch, data_info,
+                                  resume_only=not save_now)
             if save_now:
-                last_path = exp_dir / checkpoint.checkpoint_name(config.category, epoch)
-                checkpoint.save(last_path, checkpoint_payload(model, banks, optimizer, state, config, epoch))
-                _remove_resume_files(exp_dir, config.category, keep=None)
                 log.info("%s: epoch %d loss %.4f (ce %.4f, clutter %.4f); saved %s", config.category, epoch,
                          stats["loss"], stats["loss_ce"], stats["loss_clutter"], last_path)
-            elif resume_now:
-                last_path = _save_resume(exp_dir, model, banks, optimizer, state, config, epoch)
         if ctx.distributed and (save_now or epoch == end_epoch - 1):
             check_banks_identical(banks, ctx)
         distributed.barrier(ctx)
@@ -590,33 +388,21 @@ def check_banks_identical(banks: list[FeatureBank], ctx: DistContext, tol: float
             raise RuntimeError(f"rank {ctx.rank}: bank differs from rank 0's by {diff:.3g}")
 
 
-def _save_resume(exp_dir: Path, model, banks, optimizer, state, config, epoch) -> Path:
-    """Write the rolling resume checkpoint and remove the older ones of this category."""
-    path = exp_dir / checkpoint.resume_name(config.category, epoch)
-    checkpoint.save(path, checkpoint_payload(model, banks, optimizer, state, config, epoch))
-    _remove_resume_files(exp_dir, config.category, keep=path)
+def _save(exp: Experiment, model, banks, optimizer, state, config: TrainConfig, epoch: int,
+          data_info: layout.DatasetInfo, resume_only: bool) -> Path:
+    """Write ``saved_model_<cat>_<epoch>`` (or, with ``resume_only``, the rolling
+    ``resume_<cat>_<epoch>``), then delete the category's older resume checkpoints: there is
+    always a complete checkpoint on disk."""
+    path = (exp.resume_path if resume_only else exp.checkpoint_path)(config.category, epoch)
+    data = {"image_scale": data_info.image_scale, "synthetic": data_info.synthetic}
+    checkpoint.save(path, checkpoint.training_payload(model, banks, optimizer, state, config, epoch, data))
+    for _, old in exp.list_checkpoints(config.category, include_resume=True):
+        if old.name.startswith("resume_") and old != path:
+            old.unlink(missing_ok=True)
     return path
 
 
-def _remove_resume_files(exp_dir: Path, category: str, keep: Path | None) -> None:
-    """Delete the category's rolling resume checkpoints except ``keep`` (after a newer one
-    was written, so there is always a complete checkpoint on disk)."""
-    for _, old in checkpoint.list_checkpoints(exp_dir, category, include_resume=True):
-        if old.name.startswith("resume_") and old != keep:
-            old.unlink(missing_ok=True)
-
-
 # ----------------------------------------------------------------------------- CLI
-
-
-def available_categories(dataroot: str | Path, mesh_d: str) -> list[str]:
-    """Categories with a training list in the prepared train split."""
-    out = []
-    for cat in constants.CATEGORIES:
-        lists = layout.split_layout(dataroot, "train", cat).lists3d(mesh_d)
-        if any(lists.glob("mesh*.txt")):
-            out.append(cat)
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -627,8 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     S = argparse.SUPPRESS  # unset options fall back to the preset, then to TrainConfig
     p.add_argument("--dataroot", default=f.dataroot, help="folder with PASCAL3D_train_NeMo")
     p.add_argument("--exproot", default=f.exproot, help="experiments folder; checkpoints go to <exproot>/NeMo_<mesh_d>/")
-    p.add_argument("--categories", default="all",
-                   help="'all' (every category with prepared training data), or names separated by ',' or ' '")
+    add_categories_argument(p, "every category with prepared training data")
     p.add_argument("--mesh-d", dest="mesh_d", default=f.mesh_d, choices=constants.MESH_DIMENSIONS, help="cuboid meshes")
     p.add_argument("--azimuth-bins", dest="azimuth_bins", default=S,
                    help="unseen-pose setting: train on lists3D_<mesh_d>_azum_<MASK> (e.g. TFFTTFFT, from "
@@ -715,11 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     ctx = distributed.init(args.device)
     try:
-        if args.categories.strip() in ("", "all"):
-            categories = available_categories(args.dataroot, args.mesh_d)
+        if constants.wants_all(args.categories):
+            categories = layout.prepared_categories(args.dataroot, args.mesh_d)
             if not categories:
-                raise FileNotFoundError(f"no prepared training data in {args.dataroot} "
-                                        f"(lists3D_{args.mesh_d}); run PrepareData.sh first")
+                raise DataNotFound(f"no prepared training data in {args.dataroot} "
+                                   f"(lists3D_{args.mesh_d}); run PrepareData.sh first")
             skipped = [c for c in constants.CATEGORIES if c not in categories]
             if skipped and ctx.is_main:
                 log.info("categories without training data, skipped: %s", ", ".join(skipped))
@@ -733,4 +518,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from . import constants
-from .data import layout
+from .cli import add_categories_argument
+from .data import annotation, layout
+from .errors import DataNotFound
 from .utils import atomic_path
 
 
@@ -24,11 +26,11 @@ def viewpoints(dataroot: str | Path, split: str, category: str, occ_level: str =
     lay = layout.split_layout(dataroot, split, category, occ_level)
     rows = []
     for path in sorted(lay.annotations.glob("*.npz")):
-        anno = layout.load_annotation(path)
-        rows.append([np.degrees(float(anno["azimuth"])) % 360, np.degrees(float(anno["elevation"])),
-                     np.degrees(float(anno["theta"])), float(anno["distance"])])
+        pose = annotation.pose(annotation.load(path))
+        rows.append([np.degrees(pose["azimuth"]) % 360, np.degrees(pose["elevation"]), np.degrees(pose["theta"]),
+                     pose["distance"]])
     if not rows:
-        raise FileNotFoundError(f"no annotations in {lay.annotations}; run PrepareData.sh first")
+        raise DataNotFound(f"no annotations in {lay.annotations}; run PrepareData.sh first")
     return np.asarray(rows)
 
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataroot", default="data", help="prepared data folder (default data)")
     p.add_argument("--split", default="train", choices=("train", "val"), help="default train")
     p.add_argument("--occ-level", default="", help="occluded val level (default none)")
-    p.add_argument("--categories", nargs="+", default=["all"], help="default all prepared")
+    add_categories_argument(p, "every prepared category")
     p.add_argument("--out", default=None, help="output folder (default <dataroot>/viewpoints)")
     args = p.parse_args(argv)
     out = Path(args.out or Path(args.dataroot) / "viewpoints")
@@ -62,11 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     info = layout.load_dataset_info(layout.split_root(args.dataroot, args.split, args.occ_level))
     tag = " (SYNTHETIC)" if info.synthetic else ""
     print(f"{'category':<12}{'n':>6}{'azim. bins used':>17}{'elev. median':>14}{'|theta| median':>16}{'dist. median':>14}")
+    every = constants.wants_all(args.categories)
     for cat in constants.parse_categories(args.categories):
         try:
             v = viewpoints(args.dataroot, args.split, cat, args.occ_level)
-        except FileNotFoundError:
-            continue
+        except DataNotFound:
+            if every:          # "all": the prepared ones
+                continue
+            raise
         name = f"{cat}{args.occ_level}_{args.split}"
         with atomic_path(out / f"{name}.csv") as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
@@ -80,4 +85,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run
+
+    raise SystemExit(run(main))

@@ -3,7 +3,9 @@ occlusion map, loss landscapes around the prediction, and a GIF of the optimisat
 
 The pose solver's camera is defined on the feature map (field of view 12 degrees over a
 square of side S = max(h, w)); the same field of view over the input crop's max(H, W)
-draws the mesh over the input image at the same pose.
+draws the mesh over the input image at the same pose. Poses here are the solver's: their
+distance is a render distance; an annotation's PASCAL3D+ distance is converted first
+(:func:`nemopose.geometry.render_distance`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import torch
 from PIL import Image
 
 from . import geometry, render
+from .evaluate import rotation_errors_deg
 from .pose import MeshPoseSolver
+
+ANGLES = ("azimuth", "elevation", "theta")
 
 BACKGROUND, VISIBLE, OCCLUDED = 0, 1, 2
 OCCLUSION_COLOURS = np.array([[40, 40, 40], [60, 180, 75], [230, 60, 60]], dtype=np.uint8)
@@ -132,7 +137,8 @@ def plot_solution(path: str | os.PathLike, image: np.ndarray, solver: MeshPoseSo
                   clutter, pred: Mapping[str, float], gt: Mapping[str, float] | None = None,
                   title: str = "") -> Path:
     """One PNG: input with the predicted mesh (and the ground truth), the occlusion map, and
-    the loss landscapes with the prediction and ground truth marked."""
+    the loss landscapes with the prediction and ground truth marked. ``pred`` and ``gt``
+    are solver poses (render distances)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,18 +161,19 @@ def plot_solution(path: str | os.PathLike, image: np.ndarray, solver: MeshPoseSo
     ax.set_title("occlusion map (grey bg, green visible, red occluded)")
     axes[0, 3].axis("off")
     if gt is not None:
-        err = math.degrees(float(geometry.pose_error({k: [pred[k]] for k in pred}, {k: [gt[k]] for k in gt})[0]))
+        err = float(rotation_errors_deg({k: [pred[k]] for k in ANGLES}, {k: [gt[k]] for k in ANGLES})[0])
         axes[0, 3].text(0.0, 0.5, f"rotation error {err:.1f} deg\nloss {pred.get('loss', float('nan')):.4f}",
                         fontsize=13)
     for a in axes[0, :3]:
         a.axis("off")
     land = loss_landscape(solver, feature_map, clutter, pred)
     for ax, (name, (values, losses)) in zip(axes[1], land.items()):
-        ax.plot(values, losses, "k-")
-        ax.axvline(pred[name], color="tab:blue", label="prediction")
+        unit = np.degrees if name in ANGLES else (lambda v: v)      # angles on the axes in degrees
+        ax.plot(unit(values), losses, "k-")
+        ax.axvline(unit(pred[name]), color="tab:blue", label="prediction")
         if gt is not None:
-            ax.axvline(gt[name], color="tab:orange", ls="--", label="ground truth")
-        ax.set_xlabel(name)
+            ax.axvline(unit(gt[name]), color="tab:orange", ls="--", label="ground truth")
+        ax.set_xlabel(f"{name} (degrees)" if name in ANGLES else "render distance")
         ax.set_ylabel("loss")
     axes[1, 0].legend()
     if title:
@@ -201,10 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from . import constants
-    from .checkpoint import load_network
     from .data import layout
     from .data.datasets import TestDataset
-    from .inference import InferenceConfig, load_meshes, resolve_checkpoint
+    from .errors import UsageError
+    from .experiment import Experiment
+    from .neural_mesh import load_trained
     from .pose import SolverConfig
     from .utils import setup_logging
 
@@ -213,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exproot", default="exp", help="experiment folder (default exp)")
     p.add_argument("--category", required=True, help="category, e.g. car")
     p.add_argument("--mesh-d", default="single", choices=constants.MESH_DIMENSIONS, help="default single")
+    p.add_argument("--azimuth-bins", default="", help="unseen-pose models of this mask (default: none)")
     p.add_argument("--occ-level", default="", help="'' (L0, default) or FGL1_BGL1 / FGL2_BGL2 / FGL3_BGL3")
-    p.add_argument("--checkpoint", default="last", help="epoch, 'last' (default) or file")
+    p.add_argument("--checkpoint", default="last", help="epoch, 'last' (default), 'authors' or a file")
     p.add_argument("--names", nargs="*", default=None, help="image ids (default: the first --num images)")
     p.add_argument("--num", type=int, default=4, help="how many images when --names is not given (default 4)")
     p.add_argument("--gif", action="store_true", help="also write a GIF of the optimisation")
@@ -222,32 +231,33 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging()
     log = logging.getLogger("nemopose.visualize")
+    category = constants.check_category(args.category)
     occ = constants.parse_occlusion_level(args.occ_level)
-    cfg = InferenceConfig(dataroot=args.dataroot, exproot=args.exproot, categories=[args.category],
-                          mesh_d=args.mesh_d, occ_level=occ, checkpoint=args.checkpoint)
-    model, memories, _ = load_network(resolve_checkpoint(cfg, args.category))
-    meshes = {m.index: m for m in load_meshes(cfg, args.category, memories)}
-    dataset = TestDataset(args.dataroot, args.category, occ_level=occ, mesh_d=args.mesh_d, mesh_index=None)
+    exp = Experiment(args.exproot, args.mesh_d, args.azimuth_bins)
+    model, meshes, _ = load_trained(exp.resolve_checkpoint(category, args.checkpoint),
+                                    layout.cuboid_paths(args.dataroot, args.mesh_d, category))
+    dataset = TestDataset(args.dataroot, category, occ_level=occ, mesh_d=args.mesh_d, mesh_index=None)
+    map_size = dataset.info.feature_map_size(category)
     wanted = args.names or dataset.names[:args.num]
-    out_dir = Path(args.out or Path(args.exproot) / f"Visualizations_{args.mesh_d}") / f"{args.category}{occ}"
-    split = layout.split_layout(args.dataroot, "val", args.category, occ)
+    out_dir = Path(args.out or exp.visualizations) / f"{category}{occ}"
+    split = layout.split_layout(args.dataroot, "val", category, occ)
     tag = " [SYNTHETIC data]" if dataset.info.synthetic else ""
     for name in wanted:
         if name not in dataset.names:
-            raise ValueError(f"{name} is not in the {args.category}{occ} val list")
+            raise UsageError(f"{name} is not in the {category}{occ} val list")
         item = dataset[dataset.names.index(name)]
         with torch.no_grad():
             fmap = model(item["image"][None]).float()
-        m = meshes[item["mesh_index"]]
-        h, w = fmap.shape[2:]
-        solver = MeshPoseSolver(m.verts, m.faces, m.vertex_features, (h, w), constants.RENDER_DISTANCE[args.category],
+        m = meshes[item["mesh_index"] - 1]
+        solver = MeshPoseSolver(m.verts, m.faces, m.vertex_features, map_size, constants.RENDER_DISTANCE[category],
                                 SolverConfig(record_trajectory=args.gif))
         res = solver.solve(fmap, m.clutter)
         pred = {k: float(res[k][0]) for k in ("azimuth", "elevation", "theta", "distance", "loss")}
-        gt = {k: float(item[k]) for k in ("azimuth", "elevation", "theta", "distance")}
+        gt = {k: float(item[k]) for k in ANGLES}
+        gt["distance"] = float(geometry.render_distance(item["distance"], item["resize_rate"], map_size))
         image = np.asarray(Image.open(split.image_path(name)).convert("RGB"))
         png = plot_solution(out_dir / f"{name}.png", image, solver, fmap[0], m.clutter, pred, gt,
-                            title=f"{args.category}{occ} {name}{tag}")
+                            title=f"{category}{occ} {name}{tag}")
         log.info("wrote %s", png)
         if args.gif:
             gif = save_optimisation_gif(out_dir / f"{name}.gif", image, m.verts, m.faces,
@@ -257,4 +267,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run
+
+    raise SystemExit(run(main))

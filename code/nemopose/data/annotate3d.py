@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from .. import geometry, mesh, render
-from . import layout
+from . import annotation, layout
 from .crop import map_to_crop
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def vertex_pixels(verts: np.ndarray, anno: dict[str, Any]) -> np.ndarray:
 
 def camera_position(anno: dict[str, Any]) -> np.ndarray:
     """(3,) camera centre in the CAD frame (distance 0 -> 0.1, the original's quirk)."""
-    distance = geometry.pascal_distance(torch.tensor(float(anno["distance"]), dtype=torch.float64))
+    distance = geometry.original_zero_distance(torch.tensor(float(anno["distance"]), dtype=torch.float64))
     return geometry.camera_center(float(anno["azimuth"]), float(anno["elevation"]), float(distance))
 
 
@@ -435,14 +435,12 @@ class Annotate3DConfig:
         coverage: pixels a triangle covers in the ``points`` z-buffer: ``original``
             (identical to the original loop) or ``centre`` (the rasteriser's rule).
         tolerance: visibility tolerance on normalised distances.
-        overwrite: redo existing outputs.
     """
 
     weights: str = "original"
     zbuffer: str = "points"
     coverage: str = "original"
     tolerance: float = VISIBILITY_TOLERANCE
-    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHT_MODES:
@@ -499,13 +497,9 @@ def annotate_vertices(anno: dict[str, Any], target: MeshForAnnotation,
 
 def annotation_3d(anno: dict[str, Any], mesh_index: int, target: MeshForAnnotation,
                   config: Annotate3DConfig = Annotate3DConfig()) -> dict[str, Any]:
-    """The 3D annotation npz content: the 2D annotation with ``cropped_kp_list`` replaced
-    by the vertex pixels, ``visible`` by vertex visibility, ``kp_weights`` added and
-    ``cad_index`` set to the mesh used (1 for the single mesh, as the original)."""
-    out = {k: v for k, v in anno.items() if k != "occ_mask"}
-    out.update(annotate_vertices(anno, target, config))
-    out["cad_index"] = np.asarray(mesh_index, dtype=np.int64)
-    return out
+    """The 3D annotation of a prepared image (:func:`nemopose.data.annotation.annotation_3d`)."""
+    v = annotate_vertices(anno, target, config)
+    return annotation.annotation_3d(anno, mesh_index, v["cropped_kp_list"], v["visible"], v["kp_weights"])
 
 
 # ----------------------------------------------------------------------------- lists and links

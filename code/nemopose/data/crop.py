@@ -22,14 +22,13 @@ Points move from the original image to the crop by the per-axis linear map that 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .. import constants, geometry
 
-OBJECT_DISTANCE = 5.0  # crops show every object at the size it has at distance 5 (r = d / 5)
 FALLBACK_OBJECT_SIZE = 224  # r = 224 / min(bbox h, w) when the distance gives r <= 0
 
 
@@ -44,7 +43,7 @@ def original_resize_rate(distance: float, box_hw: tuple[int, int], image_scale: 
     The original's order of operations (``float(200 * d / 1000)``) is kept so that the
     rate, and with it every truncation downstream, is bit-identical.
     """
-    rate = float(200 * distance / 1000)
+    rate = float(200 * distance / 1000)   # = distance / constants.OBJECT_NORMALIZE_DISTANCE
     if rate <= 0:
         if min(box_hw) <= 0:
             raise CropError(f"distance {distance} gives no scale and the bbox {box_hw} is empty")
@@ -198,30 +197,24 @@ def map_to_crop(points_rc: np.ndarray, box_ori: np.ndarray, box_obj: np.ndarray)
 
 
 
-def render_distance_for_crop(crop_hw: tuple[int, int], image_scale: float = 1.0, viewport: float = 3000.0,
-                             focal: float = 1.0, downsample: int = 8, fov_degrees: float = 12.0) -> float:
-    """Distance at which the pose solver's render camera shows an object at the size the
-    prepared crop shows it (the data-camera / render-camera relation).
+def render_distance_for_crop(crop_hw: tuple[int, int], image_scale: float = 1.0) -> float:
+    """The render distance at which the pose solver's camera shows an object at the size the
+    prepared crops show it (:func:`nemopose.geometry.render_distance` with ``r = s d / 5``).
 
-    The data camera has focal length ``M f`` pixels in the original image; the crop
-    rescales by ``r = s d / 5`` (s = ``image_scale``), so in feature-map cells an object at
-    distance d is projected with scale ``M f r / (8 d) = M f s / 40`` per CAD unit, the
-    same for every d (that is what the normalisation is for). The render camera (field of
-    view 12 degrees over ``S = max(H_c, W_c) / 8`` cells, focal ``f_r = (S / 2) / tan 6``)
-    gives ``f_r / d_r``. Equal when
-
-        ``d_r = 40 f_r / (M f s) = 5 * downsample * f_r / (M * f * s)``
-
-    e.g. car 256 x 672 at scale 1: S = 84, f_r = 399.6, d_r = 5.33 (the solver starts at 5
-    and optimises the distance freely). Both cameras put the principal point at the crop's
-    centre (to within a crop pixel: the window is centred on ``int(p r)``) and share the
-    angles, so vertex pixels / 8 agree with the render projection at (a, e, theta, d_r) up
-    to the perspective difference between depths d and d_r (small: ~0.1 cell at d ~ 5)
-    and the integer truncations of the pipeline.
+    The crop rescales by ``r = s d / 5`` (s = ``image_scale``), so in feature-map cells an
+    object at distance d is projected with scale ``M f r / (8 d) = M f s / 40`` per CAD
+    unit, the same for every d (that is what the normalisation is for), and the render
+    camera matches it at ``d_r = 40 f_r / (M f s)``: car 256 x 672 at scale 1: S = 84,
+    f_r = 399.6, d_r = 5.33 (the solver starts at 5 and optimises the distance freely).
+    Both cameras put the principal point at the crop's centre (to within a crop pixel: the
+    window is centred on ``int(p r)``) and share the angles, so vertex pixels / 8 agree
+    with the render projection at (a, e, theta, d_r) up to the perspective difference
+    between depths d and d_r (small: ~0.1 cell at d ~ 5) and the integer truncations.
 
     Args:
-        crop_hw: (H_c, W_c) crop size (``layout.scaled_image_size(cat, image_scale)``).
+        crop_hw: (H_c, W_c) crop size (``constants.image_size(cat, image_scale)``).
     """
-    side = max(crop_hw) / downsample
-    focal_render = (side / 2) / math.tan(math.radians(fov_degrees) / 2)
-    return OBJECT_DISTANCE * downsample * focal_render / (viewport * focal * image_scale)
+    map_size = (crop_hw[0] // constants.DOWNSAMPLE_RATE, crop_hw[1] // constants.DOWNSAMPLE_RATE)
+    distance = constants.OBJECT_NORMALIZE_DISTANCE
+    return float(geometry.render_distance(distance, image_scale * distance / constants.OBJECT_NORMALIZE_DISTANCE,
+                                          map_size))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import layout, pascal3d
+from . import annotation, layout, pascal3d
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,6 @@ def weighted_vertex_weights(visible: np.ndarray, kp_weights: np.ndarray, vertex_
 VERTEX_WEIGHTS = {"original": original_vertex_weights, "weighted": weighted_vertex_weights}
 
 
-def clamp_pixels(vertex_pixels: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """Clamp (row, col) pixels into ``[0, H-1] x [0, W-1]`` (as the original)."""
-    upper = np.asarray(image_size, dtype=np.float64)[None] - 1
-    return np.minimum(np.maximum(vertex_pixels, 0), upper)
-
-
 # ----------------------------------------------------------------------------- datasets
 
 
@@ -157,18 +151,13 @@ class TrainingDataset(Dataset):
         if cached is not None:
             return cached
         path = self.layout.annotation3d_path(self.mesh_d, self.names[index])
-        anno = layout.load_annotation(path, require_3d=True)
-        kp = np.asarray(anno["cropped_kp_list"], dtype=np.float64)
-        visible = np.asarray(anno["visible"]).reshape(-1)
-        kp_weights = np.asarray(anno["kp_weights"], dtype=np.float64).reshape(-1)
-        if kp.ndim != 2 or kp.shape[1] != 2 or visible.shape[0] != kp.shape[0] or kp_weights.shape[0] != kp.shape[0]:
-            raise layout.AnnotationError(f"{path}: cropped_kp_list {kp.shape}, visible {visible.shape}, "
-                                         f"kp_weights {kp_weights.shape} do not match (nV, 2), (nV,), (nV,)")
+        kp, visible, kp_weights = annotation.vertex_arrays(annotation.load(path, require_3d=True), path,
+                                                           self.image_size)
         if self.names and hasattr(self, "num_vertices") and kp.shape[0] != self.num_vertices:
-            raise layout.AnnotationError(f"{path}: {kp.shape[0]} vertices, but mesh{self.mesh_index:02d} "
-                                         f"annotations of this list have {self.num_vertices}")
+            raise annotation.AnnotationError(f"{path}: {kp.shape[0]} vertices, but mesh{self.mesh_index:02d} "
+                                             f"annotations of this list have {self.num_vertices}")
         weights = self._weights_fn(visible, kp_weights, kp, self.image_size)
-        record = {"vertex_pixels": clamp_pixels(kp, self.image_size).astype(np.float32), "weights": weights}
+        record = {"vertex_pixels": kp.astype(np.float32), "weights": weights}
         self._annotations[index] = record
         return record
 
@@ -193,9 +182,10 @@ class TestDataset(Dataset):
         with_vertices: also return the 3D annotation's vertex pixels and visibility.
 
     Each item is a dict: ``image`` float32 ``(3, H, W)``, ``name``, ``azimuth``,
-    ``elevation``, ``theta`` (radians), ``distance``, ``principal`` ``(2,)`` (px, py in the
-    original image), ``box_obj`` ``(6,)`` (object box in the crop, ``[y0, y1, x0, x1, H, W]``),
-    ``cad_index`` (1-based), ``mesh_index``; with_vertices adds
+    ``elevation``, ``theta`` (radians), ``distance`` (PASCAL3D+ units), ``resize_rate`` (r of
+    the crop, for :func:`nemopose.geometry.render_distance`), ``principal`` ``(2,)`` (px, py
+    in the original image), ``box_obj`` ``(6,)`` (object box in the crop,
+    ``[y0, y1, x0, x1, H, W]``), ``cad_index`` (1-based), ``mesh_index``; with_vertices adds
     ``vertex_pixels`` ``(nV, 2)`` and ``visible`` ``(nV,)``.
     """
 
@@ -229,16 +219,15 @@ class TestDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name, mesh_index = self.items[index]
-        anno = layout.load_annotation(self.layout.annotation_path(name))
+        anno = annotation.load(self.layout.annotation_path(name))
         item = {"image": load_normalized_image(self.layout.image_path(name), self.image_size), "name": name,
-                "azimuth": float(anno["azimuth"]), "elevation": float(anno["elevation"]),
-                "theta": float(anno["theta"]), "distance": float(anno["distance"]),
+                **annotation.pose(anno), "resize_rate": annotation.resize_rate(anno, self.info.image_scale),
                 "principal": torch.as_tensor(np.asarray(anno["principal"], dtype=np.float64)),
                 "box_obj": torch.as_tensor(np.asarray(anno["box_obj"], dtype=np.int64)),
                 "cad_index": int(anno["cad_index"]), "mesh_index": mesh_index}
         if self.with_vertices:
-            anno3d = layout.load_annotation(self.layout.annotation3d_path(self.mesh_d, name), require_3d=True)
-            kp = np.asarray(anno3d["cropped_kp_list"], dtype=np.float64)
-            item["vertex_pixels"] = torch.from_numpy(clamp_pixels(kp, self.image_size).astype(np.float32))
-            item["visible"] = torch.from_numpy((np.asarray(anno3d["visible"]).reshape(-1) == 1))
+            path = self.layout.annotation3d_path(self.mesh_d, name)
+            kp, visible, _ = annotation.vertex_arrays(annotation.load(path, require_3d=True), path, self.image_size)
+            item["vertex_pixels"] = torch.from_numpy(kp.astype(np.float32))
+            item["visible"] = torch.from_numpy(visible == 1)
         return item

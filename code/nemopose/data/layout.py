@@ -14,8 +14,14 @@ Every other module finds files through these helpers, so the layout is defined o
         annotations3D_<single|multi>/<cat><LEVEL>/<id>.npz
         lists3D_<single|multi>/<cat><LEVEL>/meshNN.txt
         dataset.json                              provenance (synthetic or real, image scale)
+        .done/<stage>_<cat><LEVEL>.json           done-markers of the preparation stages
 
 A synthetic release or occluded folder carries ``SYNTHETIC.json`` (:func:`is_synthetic`).
+The annotation files' keys are defined in :mod:`nemopose.data.annotation`.
+
+Done-markers: a preparation stage that finished writes one small JSON file last
+(:func:`write_done`); a rerun skips the stage when it is there (:func:`read_done`), so an
+interrupted run redoes only what was not finished. Every stage uses this one convention.
 
 ``<LEVEL>`` is empty for the unoccluded sets and one of FGL1_BGL1, FGL2_BGL2, FGL3_BGL3.
 """
@@ -28,10 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import constants
-from ..utils import atomic_savez, atomic_write_json, atomic_write_text
+from ..errors import DataNotFound
+from ..utils import atomic_write_json, atomic_write_text
 
 RELEASE_DIR = "PASCAL3D+_release1.1"
 OCCLUDED_DIR = "OccludedPASCAL3D"
@@ -40,16 +45,6 @@ DATASET_INFO = "dataset.json"
 # Written by the synthetic generator into the release and occluded folders it creates, so
 # that a synthetic dataset is never mistaken for PASCAL3D+ (SPEC 14).
 SYNTHETIC_MARKER = "SYNTHETIC.json"
-
-# Keys every 2D annotation npz carries (SPEC 13); 3D annotations add kp_weights.
-ANNOTATION_KEYS = ("name", "box", "box_ori", "box_obj", "cropped_kp_list", "visible", "azimuth",
-                   "elevation", "theta", "distance", "focal", "principal", "viewport", "height",
-                   "width", "cad_index", "bbox")
-
-
-class AnnotationError(ValueError):
-    """An annotation file that is missing or malformed."""
-
 
 def split_root(dataroot: str | os.PathLike, split: str, occ_level: str = "") -> Path:
     """Prepared dataset folder for ``split`` in {'train', 'val'}; occluded val sets
@@ -94,10 +89,10 @@ class SplitLayout:
         return self.root / "lists" / self.folder
 
     def annotations3d(self, mesh_d: str) -> Path:
-        return self.root / f"annotations3D_{_check_mesh_d(mesh_d)}" / self.folder
+        return self.root / f"annotations3D_{constants.check_mesh_d(mesh_d)}" / self.folder
 
     def lists3d(self, mesh_d: str) -> Path:
-        return self.root / f"lists3D_{_check_mesh_d(mesh_d)}" / self.folder
+        return self.root / f"lists3D_{constants.check_mesh_d(mesh_d)}" / self.folder
 
     def image_path(self, name: str) -> Path:
         return self.images / f"{name}.JPEG"
@@ -117,18 +112,12 @@ class SplitLayout:
         The folder name ``lists3D_<mesh_d>_azum_<mask>`` is the original tool's, kept so
         that lists made by the original code are found.
         """
-        return self.root / f"lists3D_{_check_mesh_d(mesh_d)}_azum_{mask}" / self.folder
+        return self.root / f"lists3D_{constants.check_mesh_d(mesh_d)}_azum_{mask}" / self.folder
 
 
 def split_layout(dataroot: str | os.PathLike, split: str, category: str, occ_level: str = "") -> SplitLayout:
     occ_level = constants.parse_occlusion_level(occ_level)
     return SplitLayout(split_root(dataroot, split, occ_level), category, occ_level)
-
-
-def _check_mesh_d(mesh_d: str) -> str:
-    if mesh_d not in constants.MESH_DIMENSIONS:
-        raise ValueError(f"mesh dimension must be one of {constants.MESH_DIMENSIONS}, got {mesh_d!r}")
-    return mesh_d
 
 
 def release_root(dataroot: str | os.PathLike) -> Path:
@@ -146,7 +135,7 @@ def is_synthetic(folder: str | os.PathLike) -> bool:
 
 def cuboid_dir(dataroot: str | os.PathLike, mesh_d: str, category: str) -> Path:
     """Folder of the cuboid meshes ``CAD_<mesh_d>/<cat>/`` in the release folder."""
-    return release_root(dataroot) / f"CAD_{_check_mesh_d(mesh_d)}" / constants.check_category(category)
+    return release_root(dataroot) / f"CAD_{constants.check_mesh_d(mesh_d)}" / constants.check_category(category)
 
 
 def cuboid_paths(dataroot: str | os.PathLike, mesh_d: str, category: str) -> list[Path]:
@@ -154,7 +143,7 @@ def cuboid_paths(dataroot: str | os.PathLike, mesh_d: str, category: str) -> lis
     folder = cuboid_dir(dataroot, mesh_d, category)
     paths = sorted(p for p in folder.glob("*.off") if p.stem.isdigit())
     if not paths:
-        raise FileNotFoundError(f"no cuboid meshes in {folder}; run PrepareData.sh first")
+        raise DataNotFound(f"no cuboid meshes in {folder}; run PrepareData.sh first")
     return paths
 
 
@@ -165,7 +154,7 @@ def read_list(path: str | os.PathLike) -> list[str]:
     """Image ids of a list file (one ``<id>.JPEG`` per line); the extension is dropped."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"list file {path} does not exist")
+        raise DataNotFound(f"list file {path} does not exist; run PrepareData.sh first")
     names = []
     for line in path.read_text().splitlines():
         line = line.strip()
@@ -178,42 +167,52 @@ def write_list(path: str | os.PathLike, names: list[str], extension: str = ".JPE
     atomic_write_text(path, "".join(f"{n}{extension}\n" for n in names))
 
 
-# ----------------------------------------------------------------------------- annotations
+# ----------------------------------------------------------------------------- done-markers
 
 
-def load_annotation(path: str | os.PathLike, require_3d: bool = False) -> dict[str, Any]:
-    """Read an annotation npz (SPEC 13) into a dict of NumPy arrays.
+DONE_DIR = ".done"
 
-    Scalars come back as 0-d arrays (use ``float(anno['azimuth'])``). The keys of SPEC 13
-    must be present; ``kp_weights`` too when ``require_3d``. Extra keys (``padding``,
-    ``resize_rate``, ``occ_mask``) are kept.
 
-    Raises:
-        AnnotationError naming the file and the missing key or the read problem.
-    """
+def done_path(root: str | os.PathLike, stage: str, folder: str) -> Path:
+    """``<root>/.done/<stage>_<folder>.json``: the marker of a finished preparation stage
+    (``root`` a split or release folder, ``folder`` e.g. ``car`` or ``carFGL1_BGL1``)."""
+    return Path(root) / DONE_DIR / f"{stage}_{folder}.json"
+
+
+def read_done(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The content of a done-marker, or None when the stage has not finished."""
     path = Path(path)
+    if not path.is_file():
+        return None
     try:
-        with np.load(path, allow_pickle=False) as data:
-            anno = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise AnnotationError(f"{path}: cannot read annotation ({exc})") from exc
-    required = ANNOTATION_KEYS + (("kp_weights",) if require_3d else ())
-    missing = [k for k in required if k not in anno]
-    if missing:
-        raise AnnotationError(f"{path}: missing annotation keys {missing}")
-    return anno
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
 
 
-def save_annotation(path: str | os.PathLike, compressed: bool = False, **fields: Any) -> None:
-    """Write an annotation npz atomically (plain arrays only: no pickled objects).
+def write_done(path: str | os.PathLike, content: dict[str, Any]) -> None:
+    """Mark a stage finished (written last, atomically)."""
+    atomic_write_json(path, content)
 
-    ``compressed`` uses ``np.savez_compressed`` (worth it for annotations that carry a
-    full-image ``occ_mask``); :func:`load_annotation` reads both.
-    """
-    for key, value in fields.items():
-        if isinstance(value, np.ndarray) and value.dtype == object:
-            raise ValueError(f"{path}: annotation key {key!r} is an object array")
-    atomic_savez(path, compressed=compressed, **fields)
+
+def clear_done(root: str | os.PathLike, folder: str) -> None:
+    """Remove every done-marker of ``folder`` under ``root`` (OVERWRITE)."""
+    for path in (Path(root) / DONE_DIR).glob(f"*_{folder}.json"):
+        path.unlink()
+
+
+# ----------------------------------------------------------------------------- which categories
+
+
+def prepared_categories(dataroot: str | os.PathLike, mesh_d: str, split: str = "train") -> list[str]:
+    """Categories with a prepared ``lists3D_<mesh_d>`` mesh list in ``split``: what "all"
+    means for training."""
+    out = []
+    for cat in constants.CATEGORIES:
+        lists = split_layout(dataroot, split, cat).lists3d(mesh_d)
+        if any(lists.glob("mesh*.txt")):
+            out.append(cat)
+    return out
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -237,18 +236,12 @@ class DatasetInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def image_size(self, category: str) -> tuple[int, int]:
-        return scaled_image_size(category, self.image_scale)
+        """Crop size (H, W) of ``category`` in this dataset."""
+        return constants.image_size(category, self.image_scale)
 
-
-def scaled_image_size(category: str, image_scale: float = 1.0) -> tuple[int, int]:
-    """Category image size (H, W) times ``image_scale``, rounded to a multiple of 8 (the
-    feature stride). Scale 1 gives the faithful size of SPEC 2."""
-    h, w = constants.image_size(category)
-    if image_scale == 1.0:
-        return h, w
-    step = constants.DOWNSAMPLE_RATE
-    return (max(step, int(round(h * image_scale / step)) * step),
-            max(step, int(round(w * image_scale / step)) * step))
+    def feature_map_size(self, category: str) -> tuple[int, int]:
+        """(h, w) of the network's stride-8 feature maps of this dataset's crops."""
+        return constants.feature_map_size(category, self.image_scale)
 
 
 def save_dataset_info(folder: str | os.PathLike, info: DatasetInfo) -> None:

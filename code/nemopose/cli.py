@@ -1,0 +1,53 @@
+"""What every command-line entry point shares: one way to read a category list, and one way
+to end on an expected mistake (one line ``error: ...``, exit status 2, no traceback; set
+``NEMOPOSE_DEBUG=1`` for the traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from .errors import NemoPoseError
+
+log = logging.getLogger("nemopose")
+
+YES = ("yes", "true", "1", "on")
+NO = ("no", "false", "0", "off")
+
+
+def add_categories_argument(parser: argparse.ArgumentParser, all_means: str) -> None:
+    """``--categories`` for every tool: names separated by spaces or commas (one or several
+    arguments), or ``all`` (default), whose meaning ``all_means`` states."""
+    parser.add_argument("--categories", nargs="+", default=["all"],
+                        help=f"category names (e.g. car bus, or 'car,bus') or 'all' = {all_means} (default all)")
+
+
+def yes_no(value: str, name: str = "value") -> bool:
+    """Parse yes/no (also true/false, 1/0, on/off, as the original scripts wrote them)."""
+    v = str(value).strip().lower()
+    if v in YES:
+        return True
+    if v in NO:
+        return False
+    from .errors import UsageError
+
+    raise UsageError(f"{name} must be yes or no (or true/false), got {value!r}")
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run an entry point's ``main``; an expected mistake ends as one ``error:`` line, status 2."""
+    try:
+        return int(main(argv) or 0)
+    except (NemoPoseError, FileNotFoundError) as exc:
+        if os.environ.get("NEMOPOSE_DEBUG"):
+            raise
+        message = str(exc) if isinstance(exc, NemoPoseError) or exc.filename is None else \
+            f"{exc.filename}: {exc.strerror or exc}"
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; re-run the same command to continue where it stopped", file=sys.stderr)
+        return 130

@@ -617,10 +617,3 @@ def test_imagenet_default_file_is_used_from_the_cache(tmp_path, monkeypatch):
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"present")
     assert dl.imagenet_resnet50(progress=False) == cached  # found: no download attempted
-
-
-def test_archive_functions_are_reachable_from_the_download_module():
-    assert dl.safe_extract is archive.safe_extract and dl.single_top_folder is archive.single_top_folder
-    assert dl.unpack_archive is archive.unpack_archive and dl.drive_url is drive.drive_url
-    with pytest.raises(AttributeError):
-        dl.no_such_function

@@ -13,7 +13,7 @@ guarantees, which the tests check against a loopback server:
   exceeded, not shared) is a clear :class:`DownloadError`.
 * :func:`fetch_archive` tries a list of sources, or only a mirror when one is given.
 
-Archives are unpacked by :mod:`nemopose.archive` (:func:`safe_extract`, re-exported here).
+Archives are unpacked by :mod:`nemopose.archive`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Callable, Mapping, Sequence
 
 from tqdm import tqdm
 
+from .errors import NemoPoseError
 from .drive import drive_confirm_url, drive_url, drive_view_url, is_drive_url, page_title
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ MAX_PAGE_BYTES = 2 << 20
 DOWNLOAD_MODES = ("auto", "yes", "no")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(NemoPoseError, RuntimeError):
     """A file could not be fetched or unpacked; the message names the URL or file, the problem
     and what to do about it."""
 
@@ -353,15 +354,3 @@ def imagenet_resnet50(url: str | None = None, progress: bool = True) -> Path:
     if not path.is_file():
         raise DownloadError(f"torch.hub reported success but {path} does not exist; check TORCH_HOME")
     return path
-
-
-_ARCHIVE_API = ("safe_extract", "single_top_folder", "archive_members", "unpack_archive")
-
-
-def __getattr__(name: str):
-    """Re-export the archive functions (PEP 562): nemopose.archive imports this module's
-    errors, so importing it here at load time would be circular."""
-    if name in _ARCHIVE_API:
-        from . import archive
-        return getattr(archive, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

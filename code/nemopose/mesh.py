@@ -194,3 +194,50 @@ def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
         np.add.at(normals, faces[:, k], face_n)
     norm = np.linalg.norm(normals, axis=1, keepdims=True)
     return np.divide(normals, norm, out=np.zeros_like(normals), where=norm > 0)
+
+
+def convex_face_orientation(verts: np.ndarray, faces: np.ndarray, tol: float = 1e-6) -> np.ndarray | None:
+    """Outward orientation of the faces of a closed convex mesh, or None for any other mesh.
+
+    NeMo's cuboids are closed and convex, but their triangle winding is not consistently
+    outward, so the orientation is derived from the geometry: each face's winding normal
+    ``(v1 - v0) x (v2 - v0)`` is compared with the direction from the vertex mean (inside
+    a convex mesh) to the face. The rasteriser uses it to cull back faces
+    (:func:`nemopose.render.rasterize`), which is exact only for closed convex meshes, so
+    both properties are checked here:
+
+    - closed: after merging vertices at the same position (the cuboids repeat the vertices
+      of their edges on both sides), every edge belongs to exactly two faces;
+    - convex: no vertex lies outside the plane of any face (by more than ``tol`` times the
+      size of the mesh).
+
+    Args:
+        verts: (V, 3); faces: (F, 3).
+    Returns:
+        (F,) float32 with +1 where the winding normal points out of the mesh, -1 where it
+        points in, 0 for a degenerate (zero-area) face; None when the mesh is not closed
+        and convex.
+    """
+    verts = np.asarray(verts, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    if faces.size == 0 or verts.size == 0:
+        return None
+    scale = float(np.ptp(verts, axis=0).max()) or 1.0
+    # closed: weld coincident vertices, then count the faces of each undirected edge
+    _, weld = np.unique(np.round(verts / (tol * scale)), axis=0, return_inverse=True)
+    welded = weld.reshape(-1)[faces]                                             # (F, 3)
+    edges = np.sort(np.concatenate([welded[:, [0, 1]], welded[:, [1, 2]], welded[:, [2, 0]]]), axis=1)
+    _, per_edge = np.unique(edges, axis=0, return_counts=True)
+    if (edges[:, 0] == edges[:, 1]).any() or not (per_edge == 2).all():
+        return None
+    # convex: every vertex on the inner side of every face's plane
+    tri = verts[faces]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])              # (F, 3)
+    length = np.linalg.norm(normal, axis=1)
+    sign = np.sign(np.einsum("fi,fi->f", normal, tri.mean(1) - verts.mean(0)))
+    sign[length <= (tol * scale) ** 2] = 0
+    unit = normal * (sign / np.maximum(length, np.finfo(np.float64).tiny))[:, None]   # outward, (F, 3)
+    height = unit @ verts.T - np.einsum("fi,fi->f", unit, tri[:, 0])[:, None]    # (F, V) above each plane
+    if (sign[length > (tol * scale) ** 2] == 0).any() or height.max() > tol * scale:
+        return None
+    return sign.astype(np.float32)

@@ -49,6 +49,9 @@ class SolverConfig:
         early_stop_tol: stop when every problem's loss changed by less than this over the
             last ``early_stop_patience`` steps (None = never, the original).
         perspective_correct: rasteriser barycentrics (see :func:`render.rasterize`).
+        cull_backfaces: cull the faces seen from behind (same results for a closed convex
+            mesh such as the cuboids, about twice as fast); None (default): when the mesh
+            is closed and convex; see :class:`nemopose.score.PoseScorer`.
         method: "similarity" (fast, default) or "render" (explicit feature rendering).
         chunk_bytes: memory budget of a chunk of images solved together; None (default)
             sizes it from the device (:func:`chunk_budget_bytes`).
@@ -76,6 +79,7 @@ class SolverConfig:
     early_stop_tol: float | None = None
     early_stop_patience: int = 20
     perspective_correct: bool = False
+    cull_backfaces: bool | None = None
     method: str = "similarity"
     chunk_bytes: int | None = None
     record_trajectory: bool = False
@@ -146,7 +150,8 @@ class MeshPoseSolver:
         self.config = config or SolverConfig()
         self.device = torch.device(device)
         self.scorer = PoseScorer(verts, faces, vertex_features, map_size, method=self.config.method,
-                                 perspective_correct=self.config.perspective_correct, device=self.device)
+                                 perspective_correct=self.config.perspective_correct,
+                                 cull_backfaces=self.config.cull_backfaces, device=self.device)
         self.map_size = self.scorer.map_size
         self.init_distance = float(init_distance)
         self.init_grid = initial_poses(self.config).to(self.device, torch.float32)   # (K, 3)

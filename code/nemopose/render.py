@@ -33,7 +33,7 @@ import torch.nn as nn
 from . import geometry
 
 __all__ = [
-    "Fragments", "rasterize", "rasterize_reference", "interpolate_vertex_features",
+    "Fragments", "CoveredPixels", "rasterize", "rasterize_covered", "rasterize_reference", "interpolate_vertex_features",
     "RenderCamera", "project_vertices", "render_features", "FeatureRenderer",
 ]
 
@@ -77,119 +77,294 @@ def _check_inputs(verts_screen: torch.Tensor, faces: torch.Tensor, image_size) -
     return height, width
 
 
-def _barycentric(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+def _barycentric(x: torch.Tensor, y: torch.Tensor, px: torch.Tensor, py: torch.Tensor, *,
+                 return_area: bool = False):
     """Screen-space barycentrics of points in triangles.
 
     Args:
-        tri: (N, 3, 3) triangle vertices (x, y, z); px, py: (N,) sample points.
+        x, y: (N, 3) triangle vertex coordinates; px, py: (N,) sample points.
     Returns:
-        (N, 3) barycentric coordinates (sum to 1; negative outside). Degenerate triangles
-        give non-finite values.
+        (N, 3) barycentric coordinates (sum to 1; negative outside), and with
+        ``return_area`` the (N,) signed doubled areas. Degenerate triangles give non-finite
+        values.
     """
-    x0, y0 = tri[:, 0, 0], tri[:, 0, 1]
-    x1, y1 = tri[:, 1, 0], tri[:, 1, 1]
-    x2, y2 = tri[:, 2, 0], tri[:, 2, 1]
+    x0, x1, x2 = x.unbind(1)
+    y0, y1, y2 = y.unbind(1)
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
     w0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
     w1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
     w2 = ((x0 - px) * (y1 - py) - (x1 - px) * (y0 - py)) / area
-    return torch.stack([w0, w1, w2], dim=-1)
+    bary = torch.stack([w0, w1, w2], dim=-1)
+    return (bary, area) if return_area else bary
 
 
-def _perspective_correct(bary: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Perspective-correct barycentrics from screen-space ones; z: (N, 3) vertex depths."""
-    w = bary / z
-    return w / w.sum(-1, keepdim=True)
+def _perspective_correct(bary, z):
+    """Perspective-correct barycentrics from screen-space ones: the three (N,) planes of
+    each, or (N, 3) tensors of each; z are the vertex depths."""
+    if isinstance(bary, torch.Tensor):
+        w = bary / z
+        return w / w.sum(-1, keepdim=True)
+    w = [b / d for b, d in zip(bary, z)]
+    total = w[0] + w[1] + w[2]
+    return tuple(x / total for x in w)
+
+
+class _Barycentric(torch.autograd.Function):
+    """Screen-space barycentrics of pixel centres, on (M,) planes, with a hand-written backward.
+
+    Forward: the same numbers as :func:`_barycentric`. Backward: with the edge functions
+    ``E_k = area * b_k`` (``E_0 = u_1 v_2 - u_2 v_1`` and rotations, ``u, v`` the vertices
+    relative to the pixel), ``dL/dE_k = (g_k - <g, b>) / area``, then
+    ``dL/du = v x dL/dE`` and ``dL/dv = dL/dE x u``: about thirty (M,) operations where
+    autograd's graph of the forward has twice as many, and no (M, 3) strided slices (several
+    times slower on the CPU than contiguous planes).
+    """
+
+    @staticmethod
+    def forward(ctx, x0, x1, x2, y0, y1, y2, px, py):
+        u0, u1, u2, v0, v1, v2 = x0 - px, x1 - px, x2 - px, y0 - py, y1 - py, y2 - py
+        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+        b0 = (u1 * v2 - u2 * v1) / area
+        b1 = (u2 * v0 - u0 * v2) / area
+        b2 = (u0 * v1 - u1 * v0) / area
+        ctx.save_for_backward(u0, u1, u2, v0, v1, v2, b0, b1, b2, area)
+        return b0, b1, b2
+
+    @staticmethod
+    def backward(ctx, g0, g1, g2):
+        u0, u1, u2, v0, v1, v2, b0, b1, b2, area = ctx.saved_tensors
+        mean = g0 * b0 + g1 * b1 + g2 * b2
+        h0, h1, h2 = (g0 - mean) / area, (g1 - mean) / area, (g2 - mean) / area    # dL/dE_k
+        return (v1 * h2 - v2 * h1, v2 * h0 - v0 * h2, v0 * h1 - v1 * h0,
+                h1 * u2 - h2 * u1, h2 * u0 - h0 * u2, h0 * u1 - h1 * u0, None, None)
+
+
+_EMPTY = torch.iinfo(torch.int64).max    # z-buffer key of a pixel that no face covers
+_FACE_BITS = 32                          # packed key: float32 depth bits, then the face index
+
+
+def _face_table(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
+                perspective_correct: bool, near: float, cull_backfaces: torch.Tensor | None):
+    """Per-face stage of :func:`_nearest_faces`, on contiguous (F, B) planes.
+
+    Clips each face's screen box to the image, drops the faces that cannot cover a pixel
+    centre (empty box, behind the near plane, degenerate, and with ``cull_backfaces`` seen
+    from behind), and expresses every face as four affine functions of the pixel position
+    relative to its box corner (three barycentrics and the depth, or inverse depth when
+    perspective-correct, since ``1/z`` is affine in screen space), so that the constants
+    stay small (precise in float32). Every quantity is a contiguous plane: PyTorch's CPU
+    kernels are several times faster on those than on strided (F, B, 3) slices.
+
+    Returns:
+        coef: (13, F * B) planes ``A (4), B (4), C (4), n_cols``, with ``w = A * dc + B * dr + C``
+            at the pixel (dc, dr) of the box; entry ``f * B + b`` is face f in image b.
+        counts: (F * B,) long, pixels in the box, 0 for a dropped face.
+        base: (F * B,) long, flat index (into B * H * W) of the box's first pixel.
+    """
+    batch, n_faces = verts.shape[0], faces.shape[0]
+    corner = faces.t().reshape(-1)
+    # per coordinate, one row gather (V, B) -> (3 corners, F, B)
+    (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = (
+        verts[..., k].t().contiguous().index_select(0, corner).reshape(3, n_faces, batch).unbind(0) for k in range(3))
+    c0 = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2).sub_(0.5)).clamp_(min=0)
+    c1 = torch.floor(torch.maximum(torch.maximum(x0, x1), x2).sub_(0.5)).clamp_(max=width - 1)
+    r0 = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2).sub_(0.5)).clamp_(min=0)
+    r1 = torch.floor(torch.maximum(torch.maximum(y0, y1), y2).sub_(0.5)).clamp_(max=height - 1)
+    # Vertex positions relative to the centre of the box's first pixel.
+    cx, cy = c0 + 0.5, r0 + 0.5
+    x0, x1, x2, y0, y1, y2 = x0 - cx, x1 - cx, x2 - cx, y0 - cy, y1 - cy, y2 - cy
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)                          # (F, B), signed
+    z_min = torch.minimum(torch.minimum(z0, z1), z2)
+    valid = (z_min > near) & (c1 >= c0) & (r1 >= r0) & (area != 0) & torch.isfinite(area)
+    if cull_backfaces is not None:
+        # Seen from behind: the signed area has the sign of the outward orientation (see
+        # rasterize). Only where the whole mesh is in front of the near plane: there the
+        # camera is outside the (convex) mesh and no clipped front face lets a back one show.
+        in_front = z_min.amin(0) > near                                          # (B,)
+        valid &= (area * cull_backfaces.to(area.dtype).unsqueeze(1) <= 0) | ~in_front
+    if perspective_correct:
+        z0, z1, z2 = 1.0 / z0, 1.0 / z1, 1.0 / z2
+    # w_k(p) = A_k * px + B_k * py + C_k with p relative to the box corner; from the edge
+    # function w0 = ((x1 - px)(y2 - py) - (x2 - px)(y1 - py)) / area and its rotations.
+    inv_area = 1.0 / area                         # (the coefficients of dropped faces are never read)
+    coef = verts.new_empty((13, n_faces, batch))
+    for out, value in zip((0, 1, 2, 4, 5, 6, 8, 9, 10),
+                          (y1 - y2, y2 - y0, y0 - y1, x2 - x1, x0 - x2, x1 - x0,
+                           x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0)):
+        torch.mul(value, inv_area, out=coef[out])
+    for j in (0, 4, 8):                                                          # the depth's coefficients
+        torch.add(coef[j] * z0 + coef[j + 1] * z1, coef[j + 2] * z2, out=coef[j + 3])
+    n_cols = torch.sub(c1, c0, out=coef[12]).add_(1)
+    zero = n_cols.new_zeros(())
+    # pixels per box; fmax turns the NaN / negative sizes of dropped faces into 0 before .long()
+    counts = (torch.fmax(n_cols, zero) * torch.fmax(r1 - r0 + 1, zero) * valid).long().reshape(-1)
+    image = torch.arange(batch, device=verts.device) * (height * width)          # (B,)
+    base = (image + r0.long() * width + c0.long()).reshape(-1)
+    return coef.reshape(13, -1), counts, base
+
+
+def _repeat_index(counts: torch.Tensor, total: int) -> torch.Tensor:
+    """``repeat_interleave(arange(len(counts)), counts)``, (total,) long: a cumulative sum
+    over marks at the segment ends, about twice as fast on the CPU."""
+    marks = torch.zeros(total + 1, dtype=torch.long, device=counts.device)
+    marks.index_add_(0, torch.cumsum(counts, 0), torch.ones_like(counts))
+    return torch.cumsum(marks[:-1], 0)
 
 
 def _nearest_faces(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
-                   perspective_correct: bool, near: float, max_candidates: int) -> torch.Tensor:
+                   perspective_correct: bool, near: float, max_candidates: int,
+                   cull_backfaces: torch.Tensor | None = None) -> torch.Tensor:
     """Discrete stage of :func:`rasterize` (no autograd): the nearest face at every pixel.
 
-    Each face gets four affine functions of the pixel position, expressed relative to the
-    corner of its bounding box so that the constants stay small (precise in float32): its
-    three barycentrics and its depth (or inverse depth when perspective-correct, since
-    ``1/z`` is affine in screen space). Candidates (face, pixel in its box) are enumerated
-    for the whole batch at once; each costs one gather of 12 coefficients and three
-    multiply-adds.
+    Candidates (face, pixel in its box) are enumerated for the whole batch at once; each
+    costs one gather of 13 coefficients and three multiply-adds, all on contiguous (N,)
+    planes. The position inside the box comes from a float division (exact for boxes of
+    fewer than 2**22 pixels), several times faster than an integer one.
 
     Returns:
-        (B * H * W,) long face indices, -1 where empty.
+        covered: (M,) long, ascending flat indices (into B * H * W) of the covered pixels;
+        face: (M,) long, the nearest face at each.
     """
     batch, n_faces = verts.shape[0], faces.shape[0]
-    device = verts.device
-    n_pix = batch * height * width
-    tri = verts.index_select(1, faces.reshape(-1)).reshape(batch, n_faces, 3, 3)   # (B, F, 3, 3)
-    xs, ys, zs = tri[..., 0], tri[..., 1], tri[..., 2]                           # (B, F, 3)
-    c0 = torch.ceil(xs.amin(-1) - 0.5).clamp(min=0)
-    c1 = torch.floor(xs.amax(-1) - 0.5).clamp(max=width - 1)
-    r0 = torch.ceil(ys.amin(-1) - 0.5).clamp(min=0)
-    r1 = torch.floor(ys.amax(-1) - 0.5).clamp(max=height - 1)
-    # Vertex positions relative to the centre of the box's first pixel.
-    dx = xs - (c0 + 0.5).unsqueeze(-1)
-    dy = ys - (r0 + 0.5).unsqueeze(-1)
-    x0, x1, x2 = dx.unbind(-1)
-    y0, y1, y2 = dy.unbind(-1)
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    valid = (zs.amin(-1) > near) & (c1 >= c0) & (r1 >= r0) & (area != 0) & torch.isfinite(area)
-    inv_area = torch.where(valid, 1.0 / area, torch.zeros_like(area))
-    # w_k(p) = A_k * px + B_k * py + C_k with p relative to the box corner; from the edge
-    # function w0 = ((x1 - px)(y2 - py) - (x2 - px)(y1 - py)) / area and its rotations.
-    a_coef = torch.stack([y1 - y2, y2 - y0, y0 - y1], -1) * inv_area.unsqueeze(-1)
-    b_coef = torch.stack([x2 - x1, x0 - x2, x1 - x0], -1) * inv_area.unsqueeze(-1)
-    c_coef = torch.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], -1) * inv_area.unsqueeze(-1)
-    zval = 1.0 / zs if perspective_correct else zs                               # affine in screen space
-    coef = torch.cat([a_coef, (a_coef * zval).sum(-1, keepdim=True),
-                      b_coef, (b_coef * zval).sum(-1, keepdim=True),
-                      c_coef, (c_coef * zval).sum(-1, keepdim=True)], -1).reshape(-1, 12)
-
-    n_cols = torch.where(valid, c1 - c0 + 1, torch.zeros_like(c0)).long().reshape(-1)
-    n_rows = torch.where(valid, r1 - r0 + 1, torch.zeros_like(r0)).long().reshape(-1)
-    counts = n_cols * n_rows                                                     # (B*F,)
+    coef, counts, base = _face_table(verts, faces, height, width, perspective_correct=perspective_correct,
+                                     near=near, cull_backfaces=cull_backfaces)
     total = int(counts.sum())
-    pix_to_face = torch.full((n_pix,), -1, dtype=torch.long, device=device)
-    if total == 0:
-        return pix_to_face
     if total > max_candidates:
         raise ValueError(f"rasterize: {total} (face, pixel) candidates exceed max_candidates="
                          f"{max_candidates}; are faces very close to the camera?")
-    # Keep only the faces that have candidates, so per-candidate gathers index a small table.
-    # (index_select is used throughout: it is several times faster than advanced indexing.)
-    live = torch.nonzero(counts).squeeze(1)
-    counts = counts.index_select(0, live)
-    n_cols = n_cols.index_select(0, live)
-    coef = coef.index_select(0, live)
-    b_idx = torch.div(live, n_faces, rounding_mode="floor")
-    base = ((b_idx * height + r0.reshape(-1).index_select(0, live).long()) * width
-            + c0.reshape(-1).index_select(0, live).long())
-    face_id = live - b_idx * n_faces
+    owner = _repeat_index(counts, total)                                         # (N,) into F * B
+    start = torch.cumsum(counts, 0).sub_(counts)
+    offset = torch.arange(total, device=verts.device).sub_(start.index_select(0, owner))
+    k = coef.index_select(1, owner)                                              # (13, N)
+    # (dr, dc) = divmod(offset, n_cols) in floating point: offset + 0.5 is at least
+    # 0.5 / n_cols away from a multiple of n_cols, far more than the rounding error.
+    exact = k.dtype if height * width < 2 ** 22 else torch.float64
+    off, n_cols = offset.to(exact), k[12].to(exact)
+    dr = torch.floor((off + 0.5).div_(n_cols))
+    dc = off.sub_(dr * n_cols)
+    pix = base.index_select(0, owner).add_(dr.long() * width).add_(dc.long())    # (N,)
+    dr, dc = dr.to(k.dtype), dc.to(k.dtype)
+    w = [(k[j] * dc).add_(k[j + 4] * dr).add_(k[j + 8]) for j in range(4)]       # 4 x (N,)
+    z = 1.0 / w[3] if perspective_correct else w[3]
+    keep = (torch.minimum(torch.minimum(w[0], w[1]), w[2]) >= 0) & (z > near)
+    face = torch.arange(n_faces, device=verts.device).repeat_interleave(batch).index_select(0, owner)
+    return _depth_test(pix, z, keep, face, batch * height * width, n_faces, near)
 
-    owner = torch.repeat_interleave(torch.arange(live.numel(), device=device), counts)   # (N,)
-    offset = torch.arange(total, device=device) - (torch.cumsum(counts, 0) - counts).index_select(0, owner)
-    nc = n_cols.index_select(0, owner)
-    dr = torch.div(offset, nc, rounding_mode="floor")
-    dc = offset - dr * nc
-    k = coef.index_select(0, owner)                                               # (N, 12)
-    w = (k[:, 0:4] * dc.unsqueeze(1).to(k.dtype) + k[:, 4:8] * dr.unsqueeze(1).to(k.dtype)
-         + k[:, 8:12])                                                            # (N, 4)
-    z = 1.0 / w[:, 3] if perspective_correct else w[:, 3]
-    keep = (w[:, :3] >= 0).all(1) & (z > near)
-    keep_idx = torch.nonzero(keep).squeeze(1)
-    owner = owner.index_select(0, keep_idx)
-    z = z.index_select(0, keep_idx)
-    pix = base.index_select(0, owner) + dr.index_select(0, keep_idx) * width + dc.index_select(0, keep_idx)
+
+def _depth_test(pix: torch.Tensor, z: torch.Tensor, keep: torch.Tensor, face_id: torch.Tensor,
+                n_pix: int, n_faces: int, near: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest face per pixel among candidates: minimum depth, then the lowest face index.
+
+    Args:
+        pix, z, keep, face_id: (N,) flat pixel index, depth, inside test, face of each candidate.
+    Returns:
+        covered: (M,) long, ascending flat indices of the pixels with a kept candidate;
+        face: (M,) long, the nearest face there.
+
+    In float32 with positive depths (``near >= 0``) the depth's bit pattern orders like the
+    depth, so ``(bits << 32) | face`` orders like (depth, face) and one ``scatter_reduce``
+    (minimum) over the packed keys does the whole test. Otherwise two passes: minimum
+    depth, then the lowest face index among the candidates at that depth.
+    """
+    device = z.device
+    if z.dtype == torch.float32 and near >= 0:
+        key = (z.view(torch.int32).long() << _FACE_BITS) | face_id
+        # dropped candidates get the empty key (kept keys are >= 0: their depth is positive);
+        # this arithmetic is several times faster than torch.where on a random mask
+        torch.maximum(key, keep.logical_not().long().mul_(_EMPTY), out=key)
+        best = torch.full((n_pix,), _EMPTY, dtype=torch.long, device=device)
+        best.scatter_reduce_(0, pix, key, reduce="amin")
+        covered = torch.nonzero(best != _EMPTY).squeeze(1)
+        return covered, best.index_select(0, covered) & ((1 << _FACE_BITS) - 1)
+    idx = torch.nonzero(keep).squeeze(1)
+    pix, z, face_id = pix.index_select(0, idx), z.index_select(0, idx), face_id.index_select(0, idx)
     zbuf = torch.full((n_pix,), math.inf, dtype=z.dtype, device=device)
     zbuf.scatter_reduce_(0, pix, z, reduce="amin")
     nearest = torch.nonzero(z == zbuf.index_select(0, pix)).squeeze(1)
     winner = torch.full((n_pix,), n_faces, dtype=torch.long, device=device)
-    winner.scatter_reduce_(0, pix.index_select(0, nearest),
-                           face_id.index_select(0, owner.index_select(0, nearest)), reduce="amin")
-    return torch.where(winner < n_faces, winner, pix_to_face)
+    winner.scatter_reduce_(0, pix.index_select(0, nearest), face_id.index_select(0, nearest), reduce="amin")
+    covered = torch.nonzero(winner < n_faces).squeeze(1)
+    return covered, winner.index_select(0, covered)
+
+
+@dataclass(frozen=True)
+class CoveredPixels:
+    """The covered pixels of a rasterisation, as lists (output of :func:`rasterize_covered`).
+
+    What the pose scorer needs: it never touches an empty pixel, so it skips the dense
+    (B, H, W, 3) barycentric image and its gradient. Per-corner quantities are three (M,)
+    planes rather than one (M, 3) tensor: the CPU kernels are several times faster on
+    contiguous planes than on strided columns.
+
+    Attributes:
+        batch: (M,) long, the image of each covered pixel; ascending.
+        pixel: (M,) long, its flat index ``row * W + col`` in that image.
+        face: (M,) long, index into ``faces`` of the nearest face.
+        vertex: three (M,) long, that face's vertices (``faces[face, k]``).
+        bary: three (M,) barycentric coordinates there; differentiable.
+        vertex_depth: three (M,) depths of the face's vertices; differentiable.
+        shape: (B, H, W).
+    """
+
+    batch: torch.Tensor
+    pixel: torch.Tensor
+    face: torch.Tensor
+    vertex: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    bary: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    vertex_depth: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    shape: tuple[int, int, int]
+
+    @property
+    def depth(self) -> torch.Tensor:
+        """(M,) interpolated depth."""
+        return sum(b * z for b, z in zip(self.bary, self.vertex_depth))
+
+    def to_fragments(self) -> Fragments:
+        """The dense :class:`Fragments` (zero / -1 where empty)."""
+        batch, height, width = self.shape
+        n_pix = batch * height * width
+        flat = self.batch * (height * width) + self.pixel
+        p2f = torch.full((n_pix,), -1, dtype=torch.long, device=self.face.device).index_put_((flat,), self.face)
+        bary = self.bary[0].new_zeros((n_pix, 3)).index_put((flat,), torch.stack(self.bary, 1))
+        depth = self.bary[0].new_zeros((n_pix,)).index_put((flat,), self.depth)
+        return Fragments(pix_to_face=p2f.reshape(batch, height, width),
+                         bary=bary.reshape(batch, height, width, 3), depth=depth.reshape(batch, height, width))
+
+
+def rasterize_covered(verts_screen: torch.Tensor, faces: torch.Tensor, image_size,
+                      *, perspective_correct: bool = False, near: float = 1e-6,
+                      max_candidates: int = 50_000_000,
+                      cull_backfaces: torch.Tensor | None = None) -> CoveredPixels:
+    """:func:`rasterize` with its output as lists of covered pixels (same arguments)."""
+    height, width = _check_inputs(verts_screen, faces, image_size)
+    batch, n_verts = verts_screen.shape[:2]
+    faces = faces.long()
+    if cull_backfaces is not None and tuple(cull_backfaces.shape) != (faces.shape[0],):
+        raise ValueError(f"rasterize: cull_backfaces must be (F={faces.shape[0]},), got {tuple(cull_backfaces.shape)}")
+    with torch.no_grad():
+        covered, face = _nearest_faces(verts_screen.detach(), faces, height, width,
+                                       perspective_correct=perspective_correct, near=near,
+                                       max_candidates=max_candidates, cull_backfaces=cull_backfaces)
+        b_idx = torch.div(covered, height * width, rounding_mode="floor")
+        pixel = covered - b_idx * (height * width)
+        row = torch.div(pixel, width, rounding_mode="floor")
+        px, py = (pixel - row * width).to(verts_screen.dtype) + 0.5, row.to(verts_screen.dtype) + 0.5
+        vertex = tuple(corner.index_select(0, face) for corner in faces.t().contiguous())   # 3 x (M,)
+        flat = [v + b_idx * n_verts for v in vertex]                              # into B * V
+    # Differentiable stage: barycentrics of the chosen face at each covered pixel. (Also run
+    # when nothing is covered, so that the outputs stay connected to the graph.)
+    coords = [verts_screen[..., k].reshape(-1) for k in range(3)]                # (B * V,) each
+    x, y, z = ([c.index_select(0, f) for f in flat] for c in coords)
+    bary = _Barycentric.apply(*x, *y, px, py)
+    if perspective_correct:
+        bary = _perspective_correct(bary, z)
+    return CoveredPixels(batch=b_idx, pixel=pixel, face=face, vertex=vertex, bary=tuple(bary),
+                         vertex_depth=tuple(z), shape=(batch, height, width))
 
 
 def rasterize(verts_screen: torch.Tensor, faces: torch.Tensor, image_size,
               *, perspective_correct: bool = False, near: float = 1e-6,
-              max_candidates: int = 50_000_000) -> Fragments:
+              max_candidates: int = 50_000_000, cull_backfaces: torch.Tensor | None = None) -> Fragments:
     """Hard-rasterise a batch of triangle meshes that share their faces.
 
     Args:
@@ -202,36 +377,22 @@ def rasterize(verts_screen: torch.Tensor, faces: torch.Tensor, image_size,
         near: faces with any vertex at depth <= near are dropped (the near plane).
         max_candidates: guard against pathological inputs (a face covering a huge screen
             area); raise instead of allocating more (face, pixel) candidates than this.
+        cull_backfaces: None (default), or for a closed convex mesh its (F,) outward
+            orientation from :func:`nemopose.mesh.convex_face_orientation`: +1 where the
+            winding normal ``(v1 - v0) x (v2 - v0)`` points out of the mesh, -1 where it
+            points in (0: never culled). Faces seen from behind are then dropped before
+            any pixel is visited, about half of the work. From outside a closed convex mesh
+            a back face is always behind a front one, so the output is the same but for
+            pixel centres exactly on the silhouette (a tie between a front and a back face
+            at equal depth). Needs a screen space that keeps the world's handedness, as
+            :func:`project_vertices` gives (x = column, y = row, z = depth); images with a
+            vertex at or behind the near plane are not culled.
     Returns:
         :class:`Fragments` with pix_to_face (B, H, W), bary (B, H, W, 3), depth (B, H, W).
     """
-    height, width = _check_inputs(verts_screen, faces, image_size)
-    batch, n_verts = verts_screen.shape[:2]
-    faces = faces.long()
-    n_pix = batch * height * width
-
-    with torch.no_grad():
-        pix_to_face = _nearest_faces(verts_screen.detach(), faces, height, width,
-                                     perspective_correct=perspective_correct, near=near,
-                                     max_candidates=max_candidates)
-
-    # Differentiable stage: barycentrics and depth of the chosen face at each covered pixel.
-    # (Also run when nothing is covered, so that the outputs stay connected to the graph.)
-    covered = torch.nonzero(pix_to_face >= 0).squeeze(1)
-    b_idx = torch.div(covered, height * width, rounding_mode="floor")
-    rem = covered - b_idx * height * width
-    row = torch.div(rem, width, rounding_mode="floor")
-    col = rem - row * width
-    face_verts = faces.index_select(0, pix_to_face.index_select(0, covered)) + (b_idx * n_verts).unsqueeze(1)
-    tri = verts_screen.reshape(-1, 3).index_select(0, face_verts.reshape(-1)).reshape(-1, 3, 3)  # (N, 3, 3)
-    bary = _barycentric(tri, col.to(tri.dtype) + 0.5, row.to(tri.dtype) + 0.5)
-    if perspective_correct:
-        bary = _perspective_correct(bary, tri[..., 2])
-    bary_out = verts_screen.new_zeros((n_pix, 3)).index_put((covered,), bary)
-    depth_out = verts_screen.new_zeros((n_pix,)).index_put((covered,), (bary * tri[..., 2]).sum(-1))
-    return Fragments(pix_to_face=pix_to_face.reshape(batch, height, width),
-                     bary=bary_out.reshape(batch, height, width, 3),
-                     depth=depth_out.reshape(batch, height, width))
+    return rasterize_covered(verts_screen, faces, image_size, perspective_correct=perspective_correct,
+                             near=near, max_candidates=max_candidates,
+                             cull_backfaces=cull_backfaces).to_fragments()
 
 
 def rasterize_reference(verts_screen: torch.Tensor, faces: torch.Tensor, image_size,
@@ -256,7 +417,7 @@ def rasterize_reference(verts_screen: torch.Tensor, faces: torch.Tensor, image_s
             tri = verts_screen[b, faces[f]].detach()
             if tri[:, 2].min() <= near:
                 continue
-            bc = _barycentric(tri.expand(px.shape[0], 3, 3), px, py)
+            bc = _barycentric(tri[:, 0].expand(px.shape[0], 3), tri[:, 1].expand(px.shape[0], 3), px, py)
             if not torch.isfinite(bc).all():
                 continue
             inside = (bc >= 0).all(-1)

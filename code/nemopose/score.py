@@ -15,9 +15,13 @@ Why it is fast. Rendering is linear in the vertex features, so
 computed once per image (:meth:`PoseScorer.prepare`), scoring a pose only gathers three
 numbers per covered pixel instead of rendering and comparing 128-d features
 (``method="similarity"``, the default; ``method="render"`` computes the same loss through
-:func:`nemopose.render.render_features` and is kept to test it). Scoring every image against
-the same pre-rasterised poses (:meth:`PoseScorer.grid_losses`, the 144 initial poses) visits
-only the covered pixels: off the object ``max(s_o, s_c) = max(0, s_c)`` is known per image.
+:func:`nemopose.render.render_features` and is kept to test it). Both the pose loss
+(:meth:`PoseScorer.losses`, every optimiser step) and the scoring of every image against the
+same pre-rasterised poses (:meth:`PoseScorer.grid_losses`, the 144 initial poses) visit only
+the covered pixels (:func:`nemopose.render.rasterize_covered`): off the object
+``max(s_o, s_c) = max(0, s_c)``, whose mean is known per image (:func:`covered_pose_loss`).
+The cuboids are closed and convex, so the rasteriser culls their back faces (same images,
+half the faces; ``cull_backfaces``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import geometry, render
+from . import geometry, mesh, render
 
 METHODS = ("similarity", "render")
 
@@ -45,6 +49,32 @@ def pose_loss(object_score: torch.Tensor, clutter_score: torch.Tensor | None) ->
     return 1.0 - (torch.maximum(object_score, clutter_score).mean(1) - clutter_score.mean(1))
 
 
+def covered_pose_loss(object_score: torch.Tensor, clutter_score: torch.Tensor | None, owner: torch.Tensor,
+                      n_owners: int, offset: torch.Tensor | None, n_pix: int) -> torch.Tensor:
+    """:func:`pose_loss` from the covered pixels only.
+
+    With ``s_o = 0`` off the object, ``sum_p max(s_o, s_c) = sum_p max(0, s_c) +
+    sum_covered (max(s_o, s_c) - max(0, s_c))``, so the loss is ``1 - offset - sum_covered
+    delta / P`` with the per-image ``offset = mean_p max(0, s_c) - mean_p s_c``
+    (:attr:`ImageBatch.clutter_offset`).
+
+    Args:
+        object_score, clutter_score: (..., M) ``s_o`` and ``s_c`` at M covered pixels
+            (``clutter_score`` None without the clutter model).
+        owner: (M,) the problem (pose) of each covered pixel, in [0, n_owners).
+        offset: (..., n_owners) per problem, or None without the clutter model.
+        n_pix: P, the number of pixels of a map.
+    Returns:
+        (..., n_owners) losses.
+    """
+    if clutter_score is None:
+        delta = object_score
+    else:
+        delta = torch.maximum(object_score, clutter_score) - clutter_score.clamp(min=0)
+    total = delta.new_zeros(delta.shape[:-1] + (n_owners,)).index_add_(-1, owner, delta)
+    return (1.0 - total / n_pix) if offset is None else (1.0 - (offset + total / n_pix))
+
+
 @dataclass(frozen=True)
 class ImageBatch:
     """What scoring needs of B feature maps, computed once by :meth:`PoseScorer.prepare`.
@@ -53,11 +83,14 @@ class ImageBatch:
         maps: (B, C, P) flattened unit feature maps (P = h * w).
         sim: (B, V, P) the table ``vertex_features @ maps`` (``method="similarity"``), else None.
         clutter_score: (B, P) ``s_c``, or None when the clutter model is off.
+        clutter_offset: (B,) ``mean_p max(0, s_c) - mean_p s_c`` (see
+            :func:`covered_pose_loss`), or None when the clutter model is off.
     """
 
     maps: torch.Tensor
     sim: torch.Tensor | None
     clutter_score: torch.Tensor | None
+    clutter_offset: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.maps.shape[0]
@@ -73,11 +106,17 @@ class PoseScorer:
             :class:`nemopose.render.RenderCamera` over it.
         method: "similarity" (default) or "render" (explicit feature rendering, for tests).
         perspective_correct: rasteriser barycentrics (see :func:`nemopose.render.rasterize`).
+        cull_backfaces: drop the faces seen from behind before rasterising (same images for
+            a closed convex mesh, half the work; :func:`nemopose.render.rasterize`). None
+            (default): when the mesh is closed and convex
+            (:func:`nemopose.mesh.convex_face_orientation`); True: required (raises
+            otherwise); False: never.
         device: where to compute.
     """
 
     def __init__(self, verts, faces, vertex_features, map_size: tuple[int, int], *, method: str = "similarity",
-                 perspective_correct: bool = False, device: torch.device | str = "cpu") -> None:
+                 perspective_correct: bool = False, cull_backfaces: bool | None = None,
+                 device: torch.device | str = "cpu") -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.device = torch.device(device)
@@ -93,6 +132,17 @@ class PoseScorer:
         self.camera = render.RenderCamera(self.map_size)
         self.method = method
         self.perspective_correct = perspective_correct
+        self.face_orientation = None               # (F,) outward orientation when culling
+        if cull_backfaces or cull_backfaces is None:
+            orientation = mesh.convex_face_orientation(self.verts.cpu().numpy(), self.faces.cpu().numpy())
+            if orientation is None and cull_backfaces:
+                raise ValueError("cull_backfaces needs a closed convex mesh")
+            if orientation is not None:
+                self.face_orientation = torch.as_tensor(orientation, device=self.device)
+
+    @property
+    def cull_backfaces(self) -> bool:
+        return self.face_orientation is not None
 
     @property
     def num_pixels(self) -> int:
@@ -117,22 +167,28 @@ class PoseScorer:
         b, c = maps.shape[:2]
         maps = maps.reshape(b, c, -1)
         sim = torch.matmul(self.vertex_features.unsqueeze(0), maps) if self.method == "similarity" else None
-        clutter_score = None
+        clutter_score = offset = None
         if clutter is not None:
             cl = torch.as_tensor(clutter, dtype=torch.float32, device=self.device).reshape(1, c, 1)
             clutter_score = (maps * cl).sum(1)                                        # (B, P)
-        return ImageBatch(maps, sim, clutter_score)
+            offset = clutter_score.clamp(min=0).mean(1) - clutter_score.mean(1)
+        return ImageBatch(maps, sim, clutter_score, offset)
 
     # ------------------------------------------------------------------ poses
 
-    def rasterize(self, centers: torch.Tensor, thetas: torch.Tensor,
-                  shift: torch.Tensor | None = None) -> render.Fragments:
-        """Rasterise the mesh at N camera poses: centres (N, 3), thetas (N,), and an optional
-        principal-point shift (N, 2) in map pixels (x = column, y = row)."""
+    def screen(self, centers: torch.Tensor, thetas: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, V, 3) screen vertices at N camera poses: centres (N, 3), thetas (N,), and an
+        optional principal-point shift (N, 2) in map pixels (x = column, y = row)."""
         screen = render.project_vertices(self.verts, centers, thetas, self.camera)
         if shift is not None:
             screen = screen + torch.cat([shift, torch.zeros_like(shift[:, :1])], 1).unsqueeze(1)
-        return render.rasterize(screen, self.faces, self.map_size, perspective_correct=self.perspective_correct)
+        return screen
+
+    def rasterize(self, centers: torch.Tensor, thetas: torch.Tensor,
+                  shift: torch.Tensor | None = None) -> render.Fragments:
+        """Rasterise the mesh at N camera poses (see :meth:`screen`)."""
+        return render.rasterize(self.screen(centers, thetas, shift), self.faces, self.map_size,
+                                perspective_correct=self.perspective_correct, cull_backfaces=self.face_orientation)
 
     def object_scores(self, fragments: render.Fragments, image_index: torch.Tensor, images: ImageBatch) -> torch.Tensor:
         """``s_o`` (N, P) of N rendered poses; ``image_index`` (N,) says which image of
@@ -141,18 +197,24 @@ class PoseScorer:
         if self.method == "render":
             rendered = render.interpolate_vertex_features(fragments, self.faces, self.vertex_features)
             return (rendered.reshape(n, -1, n_pix) * images.maps.index_select(0, image_index)).sum(1)
-        # s_o(p) = sum_k bary_k(p) * S[image, v_k(p), p], over the covered pixels only
-        p2f = fragments.pix_to_face.reshape(-1)                                   # (N*P,)
-        covered = torch.nonzero(p2f >= 0).squeeze(1)
+        covered = torch.nonzero(fragments.pix_to_face.reshape(-1) >= 0).squeeze(1)
         problem = torch.div(covered, n_pix, rounding_mode="floor")
         pix = covered - problem * n_pix
-        vidx = self.faces.index_select(0, p2f.index_select(0, covered))          # (M, 3)
-        n_verts = self.verts.shape[0]
-        flat = ((image_index.index_select(0, problem) * n_verts).unsqueeze(1) + vidx) * n_pix + pix.unsqueeze(1)
-        gathered = images.sim.reshape(-1).index_select(0, flat.reshape(-1)).reshape(-1, 3)   # (M, 3)
-        bary = fragments.bary.reshape(-1, 3).index_select(0, covered)
-        values = (bary * gathered).sum(1)
+        face = fragments.pix_to_face.reshape(-1).index_select(0, covered)
+        bary = fragments.bary.reshape(-1, 3).index_select(0, covered).unbind(1)
+        values = self._covered_object_scores(images, image_index.index_select(0, problem), pix,
+                                             [c.index_select(0, face) for c in self.faces.t().contiguous()], bary)
         return values.new_zeros(n * n_pix).index_put((covered,), values).reshape(n, n_pix)
+
+    def _covered_object_scores(self, images: ImageBatch, image: torch.Tensor, pixel: torch.Tensor,
+                               vertex, bary) -> torch.Tensor:
+        """``s_o`` (M,) at M covered pixels: ``sum_k bary_k * S[image, v_k, pixel]``, three
+        gathers from the similarity table; image, pixel (M,), vertex and bary three (M,)."""
+        n_verts, n_pix = self.verts.shape[0], self.num_pixels
+        row = image * (n_verts * n_pix) + pixel
+        table = images.sim.reshape(-1)
+        s0, s1, s2 = (table.index_select(0, row + v * n_pix) for v in vertex)
+        return bary[0] * s0 + bary[1] * s1 + bary[2] * s2
 
     def fragment_losses(self, fragments: render.Fragments, image_index: torch.Tensor,
                         images: ImageBatch) -> torch.Tensor:
@@ -163,8 +225,22 @@ class PoseScorer:
     def losses(self, images: ImageBatch, centers: torch.Tensor, thetas: torch.Tensor, image_index: torch.Tensor,
                shift: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) losses of N camera poses (centres (N, 3), thetas (N,)), pose i against image
-        ``image_index[i]``; differentiable w.r.t. the pose."""
-        return self.fragment_losses(self.rasterize(centers, thetas, shift), image_index, images)
+        ``image_index[i]``; differentiable w.r.t. the pose.
+
+        With ``method="similarity"`` only the covered pixels are visited
+        (:func:`covered_pose_loss`); ``method="render"`` renders dense feature maps."""
+        if self.method == "render":
+            return self.fragment_losses(self.rasterize(centers, thetas, shift), image_index, images)
+        cov = render.rasterize_covered(self.screen(centers, thetas, shift), self.faces, self.map_size,
+                                       perspective_correct=self.perspective_correct,
+                                       cull_backfaces=self.face_orientation)
+        image = image_index.index_select(0, cov.batch)                            # (M,)
+        s_o = self._covered_object_scores(images, image, cov.pixel, cov.vertex, cov.bary)
+        s_c = offset = None
+        if images.clutter_score is not None:
+            s_c = images.clutter_score.reshape(-1).index_select(0, image * self.num_pixels + cov.pixel)
+            offset = images.clutter_offset.index_select(0, image_index)
+        return covered_pose_loss(s_o, s_c, cov.batch, image_index.shape[0], offset, self.num_pixels)
 
     def losses_at(self, images: ImageBatch, poses: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
         """Losses of poses given as angles (no gradient), e.g. for loss landscapes.
@@ -210,14 +286,9 @@ class PoseScorer:
                 n = sim.shape[0]
                 gathered = sim.reshape(n, -1).index_select(1, flat).reshape(n, -1, 3)   # (n, M, 3)
                 s_o = (gathered * bary).sum(-1)                                          # (n, M)
-                if images.clutter_score is None:
-                    total = s_o.new_zeros(n, k).index_add_(1, pose_of, s_o)
-                    out.append(1.0 - total / n_pix)
-                    continue
-                s_c = images.clutter_score[start:start + n]                              # (n, P)
-                s_c_cov = s_c.index_select(1, pix)                                       # (n, M)
-                delta = torch.maximum(s_o, s_c_cov) - s_c_cov.clamp(min=0)
-                covered_sum = s_o.new_zeros(n, k).index_add_(1, pose_of, delta)
-                max_sum = s_c.clamp(min=0).sum(1, keepdim=True) + covered_sum           # sum_p max(s_o, s_c)
-                out.append(1.0 - (max_sum / n_pix - s_c.mean(1, keepdim=True)))
+                s_c = offset = None
+                if images.clutter_score is not None:
+                    s_c = images.clutter_score[start:start + n].index_select(1, pix)    # (n, M)
+                    offset = images.clutter_offset[start:start + n].unsqueeze(1)        # (n, 1)
+                out.append(covered_pose_loss(s_o, s_c, pose_of, k, offset, n_pix))
             return torch.cat(out)

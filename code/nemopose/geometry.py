@@ -211,6 +211,31 @@ def project_to_screen(points, center, theta, focal, principal) -> torch.Tensor:
     return torch.stack([col, row, depth], dim=-1)
 
 
+def project_to_screen_planes(points: torch.Tensor, center: torch.Tensor, theta: torch.Tensor, focal: float,
+                             principal: torch.Tensor) -> torch.Tensor:
+    """:func:`project_to_screen` of one point set for B cameras, as coordinate planes.
+
+    The same camera (the same numbers up to float rounding), laid out for the rasteriser:
+    one contiguous (B, N) plane per coordinate. Computed with broadcast (B, N) operations,
+    several times faster than B tiny (N, 3) @ (3, 3) products; every camera's numbers, and
+    their gradients (reductions along each camera's row), are the same whatever the batch.
+
+    Args:
+        points: (N, 3) world points; center: (B, 3); theta: (B,); focal: pixels;
+        principal: (B, 2) principal points (x = column, y = row).
+    Returns:
+        (3, B, N): column, row, depth planes.
+    """
+    rotation = camera_rotation(center, theta).unsqueeze(-1)                     # (B, 3, 3, 1)
+    rel = [p - c.unsqueeze(1) for p, c in zip(points.t(), center.t())]          # 3 x (B, N): points - C
+    x, y, z = (rel[0] * r[:, 0] + rel[1] * r[:, 1] + rel[2] * r[:, 2] for r in rotation.unbind(1))
+    depth = -z
+    scale = focal / depth
+    col = x * scale + principal[:, :1]
+    row = -y * scale + principal[:, 1:]
+    return torch.stack([col, row, depth])
+
+
 @_numpy_in_numpy_out
 def project_points(points, azimuth, elevation, theta, distance, focal=PASCAL_FOCAL,
                    principal=(0.0, 0.0), viewport=PASCAL_VIEWPORT) -> torch.Tensor:

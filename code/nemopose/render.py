@@ -59,15 +59,18 @@ class Fragments:
         return self.pix_to_face >= 0
 
 
-def _check_inputs(verts_screen: torch.Tensor, faces: torch.Tensor, image_size) -> tuple[int, int]:
-    if verts_screen.dim() != 3 or verts_screen.shape[-1] != 3:
+def _check_inputs(verts_screen: torch.Tensor, faces: torch.Tensor, image_size, planar: bool = False) -> tuple[int, int]:
+    if planar and (verts_screen.dim() != 3 or verts_screen.shape[0] != 3):
+        raise ValueError(f"rasterize: planar verts_screen must be (3, B, V), got {tuple(verts_screen.shape)}")
+    if not planar and (verts_screen.dim() != 3 or verts_screen.shape[-1] != 3):
         raise ValueError(f"rasterize: verts_screen must be (B, V, 3), got {tuple(verts_screen.shape)}")
+    n_verts = verts_screen.shape[2 if planar else 1]
     if faces.dim() != 2 or faces.shape[-1] != 3:
         raise ValueError(f"rasterize: faces must be (F, 3), got {tuple(faces.shape)}")
     if faces.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"rasterize: faces must be an integer tensor, got {faces.dtype}")
-    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts_screen.shape[1]):
-        raise ValueError(f"rasterize: face index out of range [0, {verts_screen.shape[1]})")
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= n_verts):
+        raise ValueError(f"rasterize: face index out of range [0, {n_verts})")
     try:
         height, width = int(image_size[0]), int(image_size[1])
     except (TypeError, IndexError, ValueError) as exc:
@@ -143,9 +146,12 @@ _EMPTY = torch.iinfo(torch.int64).max    # z-buffer key of a pixel that no face 
 _FACE_BITS = 32                          # packed key: float32 depth bits, then the face index
 
 
-def _face_table(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
+def _face_table(planes: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
                 perspective_correct: bool, near: float, cull_backfaces: torch.Tensor | None):
     """Per-face stage of :func:`_nearest_faces`, on contiguous (F, B) planes.
+
+    ``planes`` are the (3, V, B) screen coordinates, batch fastest: each face corner is a
+    row gather.
 
     Clips each face's screen box to the image, drops the faces that cannot cover a pixel
     centre (empty box, behind the near plane, degenerate, and with ``cull_backfaces`` seen
@@ -161,11 +167,11 @@ def _face_table(verts: torch.Tensor, faces: torch.Tensor, height: int, width: in
         counts: (F * B,) long, pixels in the box, 0 for a dropped face.
         base: (F * B,) long, flat index (into B * H * W) of the box's first pixel.
     """
-    batch, n_faces = verts.shape[0], faces.shape[0]
+    batch, n_faces = planes.shape[2], faces.shape[0]
     corner = faces.t().reshape(-1)
     # per coordinate, one row gather (V, B) -> (3 corners, F, B)
     (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = (
-        verts[..., k].t().contiguous().index_select(0, corner).reshape(3, n_faces, batch).unbind(0) for k in range(3))
+        plane.index_select(0, corner).reshape(3, n_faces, batch).unbind(0) for plane in planes)
     c0 = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2).sub_(0.5)).clamp_(min=0)
     c1 = torch.floor(torch.maximum(torch.maximum(x0, x1), x2).sub_(0.5)).clamp_(max=width - 1)
     r0 = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2).sub_(0.5)).clamp_(min=0)
@@ -175,7 +181,7 @@ def _face_table(verts: torch.Tensor, faces: torch.Tensor, height: int, width: in
     x0, x1, x2, y0, y1, y2 = x0 - cx, x1 - cx, x2 - cx, y0 - cy, y1 - cy, y2 - cy
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)                          # (F, B), signed
     z_min = torch.minimum(torch.minimum(z0, z1), z2)
-    valid = (z_min > near) & (c1 >= c0) & (r1 >= r0) & (area != 0) & torch.isfinite(area)
+    valid = (z_min > near) & (area != 0) & torch.isfinite(area)                  # (empty boxes: counts 0)
     if cull_backfaces is not None:
         # Seen from behind: the signed area has the sign of the outward orientation (see
         # rasterize). Only where the whole mesh is in front of the near plane: there the
@@ -187,7 +193,7 @@ def _face_table(verts: torch.Tensor, faces: torch.Tensor, height: int, width: in
     # w_k(p) = A_k * px + B_k * py + C_k with p relative to the box corner; from the edge
     # function w0 = ((x1 - px)(y2 - py) - (x2 - px)(y1 - py)) / area and its rotations.
     inv_area = 1.0 / area                         # (the coefficients of dropped faces are never read)
-    coef = verts.new_empty((13, n_faces, batch))
+    coef = planes.new_empty((13, n_faces, batch))
     for out, value in zip((0, 1, 2, 4, 5, 6, 8, 9, 10),
                           (y1 - y2, y2 - y0, y0 - y1, x2 - x1, x0 - x2, x1 - x0,
                            x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0)):
@@ -195,25 +201,23 @@ def _face_table(verts: torch.Tensor, faces: torch.Tensor, height: int, width: in
     for j in (0, 4, 8):                                                          # the depth's coefficients
         torch.add(coef[j] * z0 + coef[j + 1] * z1, coef[j + 2] * z2, out=coef[j + 3])
     n_cols = torch.sub(c1, c0, out=coef[12]).add_(1)
-    zero = n_cols.new_zeros(())
-    # pixels per box; fmax turns the NaN / negative sizes of dropped faces into 0 before .long()
-    counts = (torch.fmax(n_cols, zero) * torch.fmax(r1 - r0 + 1, zero) * valid).long().reshape(-1)
-    image = torch.arange(batch, device=verts.device) * (height * width)          # (B,)
+    # pixels per box: 0 for an empty box (size <= 0), a dropped face, or NaN vertices
+    counts = n_cols.clamp(min=0).mul_((r1 - r0 + 1).clamp_(min=0)).mul_(valid.to(n_cols.dtype))
+    counts = counts.nan_to_num_(0.0).long().reshape(-1)
+    image = torch.arange(batch, device=planes.device) * (height * width)         # (B,)
     base = (image + r0.long() * width + c0.long()).reshape(-1)
     return coef.reshape(13, -1), counts, base
 
 
 def _repeat_index(counts: torch.Tensor, total: int) -> torch.Tensor:
-    """``repeat_interleave(arange(len(counts)), counts)``, (total,) long: a cumulative sum
-    over marks at the segment ends, about twice as fast on the CPU."""
-    marks = torch.zeros(total + 1, dtype=torch.long, device=counts.device)
-    marks.index_add_(0, torch.cumsum(counts, 0), torch.ones_like(counts))
-    return torch.cumsum(marks[:-1], 0)
+    """``repeat_interleave(arange(len(counts)), counts)``, (total,) long: the cumulative sum
+    of the number of segments ending at each position, about three times as fast on the CPU."""
+    return torch.cumsum(torch.bincount(torch.cumsum(counts, 0), minlength=total + 1)[:total], 0)
 
 
-def _nearest_faces(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
+def _nearest_faces(planes: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
                    perspective_correct: bool, near: float, max_candidates: int,
-                   cull_backfaces: torch.Tensor | None = None) -> torch.Tensor:
+                   cull_backfaces: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Discrete stage of :func:`rasterize` (no autograd): the nearest face at every pixel.
 
     Candidates (face, pixel in its box) are enumerated for the whole batch at once; each
@@ -225,8 +229,8 @@ def _nearest_faces(verts: torch.Tensor, faces: torch.Tensor, height: int, width:
         covered: (M,) long, ascending flat indices (into B * H * W) of the covered pixels;
         face: (M,) long, the nearest face at each.
     """
-    batch, n_faces = verts.shape[0], faces.shape[0]
-    coef, counts, base = _face_table(verts, faces, height, width, perspective_correct=perspective_correct,
+    batch, n_faces = planes.shape[2], faces.shape[0]
+    coef, counts, base = _face_table(planes, faces, height, width, perspective_correct=perspective_correct,
                                      near=near, cull_backfaces=cull_backfaces)
     total = int(counts.sum())
     if total > max_candidates:
@@ -234,7 +238,7 @@ def _nearest_faces(verts: torch.Tensor, faces: torch.Tensor, height: int, width:
                          f"{max_candidates}; are faces very close to the camera?")
     owner = _repeat_index(counts, total)                                         # (N,) into F * B
     start = torch.cumsum(counts, 0).sub_(counts)
-    offset = torch.arange(total, device=verts.device).sub_(start.index_select(0, owner))
+    offset = torch.arange(total, device=planes.device).sub_(start.index_select(0, owner))
     k = coef.index_select(1, owner)                                              # (13, N)
     # (dr, dc) = divmod(offset, n_cols) in floating point: offset + 0.5 is at least
     # 0.5 / n_cols away from a multiple of n_cols, far more than the rounding error.
@@ -247,7 +251,7 @@ def _nearest_faces(verts: torch.Tensor, faces: torch.Tensor, height: int, width:
     w = [(k[j] * dc).add_(k[j + 4] * dr).add_(k[j + 8]) for j in range(4)]       # 4 x (N,)
     z = 1.0 / w[3] if perspective_correct else w[3]
     keep = (torch.minimum(torch.minimum(w[0], w[1]), w[2]) >= 0) & (z > near)
-    face = torch.arange(n_faces, device=verts.device).repeat_interleave(batch).index_select(0, owner)
+    face = torch.arange(n_faces, device=planes.device).repeat_interleave(batch).index_select(0, owner)
     return _depth_test(pix, z, keep, face, batch * height * width, n_faces, near)
 
 
@@ -302,7 +306,8 @@ class CoveredPixels:
         face: (M,) long, index into ``faces`` of the nearest face.
         vertex: three (M,) long, that face's vertices (``faces[face, k]``).
         bary: three (M,) barycentric coordinates there; differentiable.
-        vertex_depth: three (M,) depths of the face's vertices; differentiable.
+        vertex_depth: three (M,) depths of the face's vertices; differentiable. None when
+            not asked for (``with_depth=False``).
         shape: (B, H, W).
     """
 
@@ -311,7 +316,7 @@ class CoveredPixels:
     face: torch.Tensor
     vertex: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     bary: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    vertex_depth: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    vertex_depth: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
     shape: tuple[int, int, int]
 
     @property
@@ -333,33 +338,40 @@ class CoveredPixels:
 
 def rasterize_covered(verts_screen: torch.Tensor, faces: torch.Tensor, image_size,
                       *, perspective_correct: bool = False, near: float = 1e-6,
-                      max_candidates: int = 50_000_000,
-                      cull_backfaces: torch.Tensor | None = None) -> CoveredPixels:
-    """:func:`rasterize` with its output as lists of covered pixels (same arguments)."""
-    height, width = _check_inputs(verts_screen, faces, image_size)
-    batch, n_verts = verts_screen.shape[:2]
+                      max_candidates: int = 50_000_000, cull_backfaces: torch.Tensor | None = None,
+                      planar: bool = False, with_depth: bool = True) -> CoveredPixels:
+    """:func:`rasterize` with its output as lists of covered pixels (same arguments).
+
+    With ``planar``, ``verts_screen`` is (3, B, V): the column, row and depth planes, as
+    :func:`project_vertices` gives with ``planar=True`` (the rasteriser works on planes;
+    slicing them out of (B, V, 3) costs strided copies). ``with_depth=False`` skips the
+    depths (``vertex_depth`` is None; the pose scorer does not need them).
+    """
+    height, width = _check_inputs(verts_screen, faces, image_size, planar)
+    planes = verts_screen if planar else verts_screen.permute(2, 0, 1)           # (3, B, V)
+    batch, n_verts = planes.shape[1:]
     faces = faces.long()
     if cull_backfaces is not None and tuple(cull_backfaces.shape) != (faces.shape[0],):
         raise ValueError(f"rasterize: cull_backfaces must be (F={faces.shape[0]},), got {tuple(cull_backfaces.shape)}")
     with torch.no_grad():
-        covered, face = _nearest_faces(verts_screen.detach(), faces, height, width,
+        covered, face = _nearest_faces(planes.detach().transpose(1, 2).contiguous(), faces, height, width,
                                        perspective_correct=perspective_correct, near=near,
                                        max_candidates=max_candidates, cull_backfaces=cull_backfaces)
         b_idx = torch.div(covered, height * width, rounding_mode="floor")
         pixel = covered - b_idx * (height * width)
         row = torch.div(pixel, width, rounding_mode="floor")
-        px, py = (pixel - row * width).to(verts_screen.dtype) + 0.5, row.to(verts_screen.dtype) + 0.5
+        px, py = (pixel - row * width).to(planes.dtype) + 0.5, row.to(planes.dtype) + 0.5
         vertex = tuple(corner.index_select(0, face) for corner in faces.t().contiguous())   # 3 x (M,)
         flat = [v + b_idx * n_verts for v in vertex]                              # into B * V
     # Differentiable stage: barycentrics of the chosen face at each covered pixel. (Also run
     # when nothing is covered, so that the outputs stay connected to the graph.)
-    coords = [verts_screen[..., k].reshape(-1) for k in range(3)]                # (B * V,) each
-    x, y, z = ([c.index_select(0, f) for f in flat] for c in coords)
+    x, y, z = ([plane.reshape(-1).index_select(0, f) for f in flat]
+               if k < 2 or with_depth or perspective_correct else None for k, plane in enumerate(planes))
     bary = _Barycentric.apply(*x, *y, px, py)
     if perspective_correct:
         bary = _perspective_correct(bary, z)
     return CoveredPixels(batch=b_idx, pixel=pixel, face=face, vertex=vertex, bary=tuple(bary),
-                         vertex_depth=tuple(z), shape=(batch, height, width))
+                         vertex_depth=tuple(z) if with_depth else None, shape=(batch, height, width))
 
 
 def rasterize(verts_screen: torch.Tensor, faces: torch.Tensor, image_size,
@@ -508,23 +520,30 @@ class RenderCamera:
 
 
 def project_vertices(verts: torch.Tensor, center: torch.Tensor, theta: torch.Tensor,
-                     camera: RenderCamera) -> torch.Tensor:
+                     camera: RenderCamera, *, planar: bool = False, shift: torch.Tensor | None = None) -> torch.Tensor:
     """Project CAD-frame vertices for a batch of camera poses.
 
     Args:
-        verts: (V, 3) or (B, V, 3) world (CAD frame, z up) vertices.
+        verts: (V, 3) or (B, V, 3) world (CAD frame, z up) vertices ((V, 3) with ``planar``).
         center: (B, 3) camera centres; theta: (B,) in-plane rotations.
+        planar: return (3, B, V) coordinate planes instead
+            (:func:`nemopose.geometry.project_to_screen_planes`), the layout
+            :func:`rasterize_covered` works on.
+        shift: optional (B, 2) shift of the principal point in pixels (x = column, y = row).
     Returns:
-        (B, V, 3) screen vertices (column, row, depth) for :func:`rasterize`.
+        (B, V, 3) screen vertices (column, row, depth) for :func:`rasterize`, or (3, B, V).
     """
     if center.dim() != 2 or center.shape[-1] != 3:
         raise ValueError(f"center must be (B, 3), got {tuple(center.shape)}")
     theta = theta.reshape(-1).to(center)
     if theta.shape[0] != center.shape[0]:
         raise ValueError(f"theta must be (B,) with B={center.shape[0]}, got {tuple(theta.shape)}")
-    principal = torch.tensor(camera.principal, dtype=center.dtype, device=center.device)
-    return geometry.project_to_screen(verts.to(center), center, theta, camera.focal,
-                                      principal.expand(center.shape[0], 2))
+    principal = torch.tensor(camera.principal, dtype=center.dtype, device=center.device).expand(center.shape[0], 2)
+    if shift is not None:
+        principal = principal + shift
+    if planar:
+        return geometry.project_to_screen_planes(verts.to(center), center, theta, camera.focal, principal)
+    return geometry.project_to_screen(verts.to(center), center, theta, camera.focal, principal)
 
 
 def render_features(verts: torch.Tensor, faces: torch.Tensor, vertex_features: torch.Tensor,

@@ -49,30 +49,35 @@ def pose_loss(object_score: torch.Tensor, clutter_score: torch.Tensor | None) ->
     return 1.0 - (torch.maximum(object_score, clutter_score).mean(1) - clutter_score.mean(1))
 
 
-def covered_pose_loss(object_score: torch.Tensor, clutter_score: torch.Tensor | None, owner: torch.Tensor,
-                      n_owners: int, offset: torch.Tensor | None, n_pix: int) -> torch.Tensor:
-    """:func:`pose_loss` from the covered pixels only.
-
-    With ``s_o = 0`` off the object, ``sum_p max(s_o, s_c) = sum_p max(0, s_c) +
-    sum_covered (max(s_o, s_c) - max(0, s_c))``, so the loss is ``1 - offset - sum_covered
-    delta / P`` with the per-image ``offset = mean_p max(0, s_c) - mean_p s_c``
-    (:attr:`ImageBatch.clutter_offset`).
+def covered_sum(object_score: torch.Tensor, clutter_score: torch.Tensor | None, owner: torch.Tensor,
+                n_owners: int) -> torch.Tensor:
+    """Per problem, the sum over its covered pixels of ``max(s_o, s_c) - max(0, s_c)`` (of
+    ``s_o`` without the clutter model): what the covered pixels add to ``sum_p max(s_o, s_c)``
+    over the uncovered value ``max(0, s_c)``.
 
     Args:
         object_score, clutter_score: (..., M) ``s_o`` and ``s_c`` at M covered pixels
             (``clutter_score`` None without the clutter model).
         owner: (M,) the problem (pose) of each covered pixel, in [0, n_owners).
-        offset: (..., n_owners) per problem, or None without the clutter model.
-        n_pix: P, the number of pixels of a map.
     Returns:
-        (..., n_owners) losses.
+        (..., n_owners).
     """
     if clutter_score is None:
         delta = object_score
     else:
         delta = torch.maximum(object_score, clutter_score) - clutter_score.clamp(min=0)
-    total = delta.new_zeros(delta.shape[:-1] + (n_owners,)).index_add_(-1, owner, delta)
-    return (1.0 - total / n_pix) if offset is None else (1.0 - (offset + total / n_pix))
+    return delta.new_zeros(delta.shape[:-1] + (n_owners,)).index_add_(-1, owner, delta)
+
+
+def covered_pose_loss(total: torch.Tensor, offset: torch.Tensor | None, n_pix: int) -> torch.Tensor:
+    """:func:`pose_loss` from the covered pixels only.
+
+    With ``s_o = 0`` off the object, ``sum_p max(s_o, s_c) = sum_p max(0, s_c) +`` the
+    :func:`covered_sum`, so the loss is ``1 - offset - covered_sum / P`` with the per-image
+    ``offset = mean_p max(0, s_c) - mean_p s_c`` (:attr:`ImageBatch.clutter_offset`; None
+    without the clutter model, where the loss is ``1 - covered_sum / P``).
+    """
+    return 1.0 - total / n_pix if offset is None else 1.0 - (offset + total / n_pix)
 
 
 @dataclass(frozen=True)
@@ -176,13 +181,12 @@ class PoseScorer:
 
     # ------------------------------------------------------------------ poses
 
-    def screen(self, centers: torch.Tensor, thetas: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, V, 3) screen vertices at N camera poses: centres (N, 3), thetas (N,), and an
-        optional principal-point shift (N, 2) in map pixels (x = column, y = row)."""
-        screen = render.project_vertices(self.verts, centers, thetas, self.camera)
-        if shift is not None:
-            screen = screen + torch.cat([shift, torch.zeros_like(shift[:, :1])], 1).unsqueeze(1)
-        return screen
+    def screen(self, centers: torch.Tensor, thetas: torch.Tensor, shift: torch.Tensor | None = None, *,
+               planar: bool = False) -> torch.Tensor:
+        """(N, V, 3) screen vertices at N camera poses, or (3, N, V) planes with ``planar``:
+        centres (N, 3), thetas (N,), and an optional principal-point shift (N, 2) in map
+        pixels (x = column, y = row)."""
+        return render.project_vertices(self.verts, centers, thetas, self.camera, planar=planar, shift=shift)
 
     def rasterize(self, centers: torch.Tensor, thetas: torch.Tensor,
                   shift: torch.Tensor | None = None) -> render.Fragments:
@@ -231,16 +235,17 @@ class PoseScorer:
         (:func:`covered_pose_loss`); ``method="render"`` renders dense feature maps."""
         if self.method == "render":
             return self.fragment_losses(self.rasterize(centers, thetas, shift), image_index, images)
-        cov = render.rasterize_covered(self.screen(centers, thetas, shift), self.faces, self.map_size,
+        cov = render.rasterize_covered(self.screen(centers, thetas, shift, planar=True), self.faces, self.map_size,
                                        perspective_correct=self.perspective_correct,
-                                       cull_backfaces=self.face_orientation)
+                                       cull_backfaces=self.face_orientation, planar=True, with_depth=False)
         image = image_index.index_select(0, cov.batch)                            # (M,)
         s_o = self._covered_object_scores(images, image, cov.pixel, cov.vertex, cov.bary)
         s_c = offset = None
         if images.clutter_score is not None:
             s_c = images.clutter_score.reshape(-1).index_select(0, image * self.num_pixels + cov.pixel)
             offset = images.clutter_offset.index_select(0, image_index)
-        return covered_pose_loss(s_o, s_c, cov.batch, image_index.shape[0], offset, self.num_pixels)
+        total = covered_sum(s_o, s_c, cov.batch, image_index.shape[0])
+        return covered_pose_loss(total, offset, self.num_pixels)
 
     def losses_at(self, images: ImageBatch, poses: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
         """Losses of poses given as angles (no gradient), e.g. for loss landscapes.
@@ -264,7 +269,7 @@ class PoseScorer:
 
         All images at once (in chunks of ``budget_bytes``): the covered pixels of the K poses
         are gathered from every image's table; the uncovered ones contribute
-        ``max(0, s_c)``, a per-image sum.
+        ``max(0, s_c)``, a per-image sum (:func:`covered_pose_loss`).
         """
         b, k, n_pix = len(images), fragments.pix_to_face.shape[0], self.num_pixels
         if self.method == "render":    # the explicit reference: one image at a time
@@ -278,17 +283,17 @@ class PoseScorer:
             pix = covered - pose_of * n_pix
             vidx = self.faces.index_select(0, p2f.index_select(0, covered))      # (M, 3)
             flat = (vidx * n_pix + pix.unsqueeze(1)).reshape(-1)                 # into (V * P)
-            bary = fragments.bary.reshape(-1, 3).index_select(0, covered)        # (M, 3)
+            bary = fragments.bary.reshape(-1, 3).index_select(0, covered).t().contiguous()   # (3, M)
             per_chunk = max(1, budget_bytes // max(1, 4 * 4 * flat.numel()))
             out = []
             for start in range(0, b, per_chunk):
                 sim = images.sim[start:start + per_chunk]
                 n = sim.shape[0]
-                gathered = sim.reshape(n, -1).index_select(1, flat).reshape(n, -1, 3)   # (n, M, 3)
-                s_o = (gathered * bary).sum(-1)                                          # (n, M)
+                g = sim.reshape(n, -1).index_select(1, flat).reshape(n, -1, 3)   # (n, M, 3)
+                s_o = g[..., 0] * bary[0] + g[..., 1] * bary[1] + g[..., 2] * bary[2]   # (n, M)
                 s_c = offset = None
                 if images.clutter_score is not None:
                     s_c = images.clutter_score[start:start + n].index_select(1, pix)    # (n, M)
                     offset = images.clutter_offset[start:start + n].unsqueeze(1)        # (n, 1)
-                out.append(covered_pose_loss(s_o, s_c, pose_of, k, offset, n_pix))
+                out.append(covered_pose_loss(covered_sum(s_o, s_c, pose_of, k), offset, n_pix))
             return torch.cat(out)

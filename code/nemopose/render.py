@@ -12,14 +12,16 @@ Pieces, from low to high level:
 Pixel convention: pixel ``(r, c)`` covers ``[c, c + 1) x [r, r + 1)`` and is sampled at its
 centre ``(c + 0.5, r + 0.5)``; x is the column, y the row.
 
-How it is fast without a compiled kernel: each face only visits the pixels inside its
-screen bounding box. All (face, pixel) candidates of the whole batch are enumerated at
-once with ``repeat_interleave``, tested with edge functions, and the nearest face per pixel
-is kept with two ``scatter_reduce`` passes (minimum depth, then the lowest face index among
-equal depths, so ties are deterministic). This discrete stage runs without autograd. The
-barycentrics of the winning faces are then recomputed with autograd from the vertex
-positions, which gives exactly the gradient PyTorch3D's backward provides (the choice of
-face is piecewise constant; the barycentrics move with the vertices).
+How it is fast without a compiled kernel: the discrete stage, which face is nearest at
+each pixel, runs without autograd in :mod:`nemopose.zbuffer` (faces visit only the pixels
+of their screen box; one scatter-min of packed depth/face keys). The barycentrics of the
+winning faces are then recomputed with autograd from the vertex positions, which gives
+exactly the gradient PyTorch3D's backward provides (the choice of face is piecewise
+constant; the barycentrics move with the vertices), through a hand-written backward
+(:class:`_Barycentric`). :func:`rasterize_covered` returns only the covered pixels (what
+the pose solver needs); ``planar=True`` takes the (3, B, V) coordinate planes that the
+rasteriser works on. Back-face culling (``cull_backfaces``) halves the work for closed
+convex meshes, such as NeMo's cuboids, without changing the images.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from . import geometry
+from . import geometry, zbuffer
 
 __all__ = [
     "Fragments", "CoveredPixels", "rasterize", "rasterize_covered", "rasterize_reference", "interpolate_vertex_features",
@@ -80,16 +82,14 @@ def _check_inputs(verts_screen: torch.Tensor, faces: torch.Tensor, image_size, p
     return height, width
 
 
-def _barycentric(x: torch.Tensor, y: torch.Tensor, px: torch.Tensor, py: torch.Tensor, *,
-                 return_area: bool = False):
+def _barycentric(x: torch.Tensor, y: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     """Screen-space barycentrics of points in triangles.
 
     Args:
         x, y: (N, 3) triangle vertex coordinates; px, py: (N,) sample points.
     Returns:
-        (N, 3) barycentric coordinates (sum to 1; negative outside), and with
-        ``return_area`` the (N,) signed doubled areas. Degenerate triangles give non-finite
-        values.
+        (N, 3) barycentric coordinates (sum to 1; negative outside). Degenerate triangles
+        give non-finite values.
     """
     x0, x1, x2 = x.unbind(1)
     y0, y1, y2 = y.unbind(1)
@@ -97,198 +97,56 @@ def _barycentric(x: torch.Tensor, y: torch.Tensor, px: torch.Tensor, py: torch.T
     w0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
     w1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
     w2 = ((x0 - px) * (y1 - py) - (x1 - px) * (y0 - py)) / area
-    bary = torch.stack([w0, w1, w2], dim=-1)
-    return (bary, area) if return_area else bary
+    return torch.stack([w0, w1, w2], dim=-1)
 
 
-def _perspective_correct(bary, z):
-    """Perspective-correct barycentrics from screen-space ones: the three (N,) planes of
-    each, or (N, 3) tensors of each; z are the vertex depths."""
-    if isinstance(bary, torch.Tensor):
-        w = bary / z
-        return w / w.sum(-1, keepdim=True)
-    w = [b / d for b, d in zip(bary, z)]
-    total = w[0] + w[1] + w[2]
-    return tuple(x / total for x in w)
+def _perspective_correct(bary: torch.Tensor, z: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Perspective-correct barycentrics from screen-space ones; z: the vertex depths, same
+    shape, the three corners along ``dim``."""
+    w = bary / z
+    return w / w.sum(dim, keepdim=True)
 
 
 class _Barycentric(torch.autograd.Function):
-    """Screen-space barycentrics of pixel centres, on (M,) planes, with a hand-written backward.
+    """Screen-space barycentrics of pixel centres, with a hand-written backward.
+
+    Inputs x, y (3, M): the corners of M triangles as rows (contiguous planes: the CPU
+    kernels are several times faster on those than on the strided columns of (M, 3));
+    px, py (M,): the pixel centres. Output (3, M).
 
     Forward: the same numbers as :func:`_barycentric`. Backward: with the edge functions
-    ``E_k = area * b_k`` (``E_0 = u_1 v_2 - u_2 v_1`` and rotations, ``u, v`` the vertices
+    ``E_k = area * b_k`` (``E_0 = u_1 v_2 - u_2 v_1`` and rotations, ``u, v`` the corners
     relative to the pixel), ``dL/dE_k = (g_k - <g, b>) / area``, then
-    ``dL/du = v x dL/dE`` and ``dL/dv = dL/dE x u``: about thirty (M,) operations where
-    autograd's graph of the forward has twice as many, and no (M, 3) strided slices (several
-    times slower on the CPU than contiguous planes).
+    ``dL/du = v x dL/dE`` and ``dL/dv = dL/dE x u``: some twenty (M,) operations where
+    autograd's graph of the forward has three times as many.
     """
 
     @staticmethod
-    def forward(ctx, x0, x1, x2, y0, y1, y2, px, py):
-        u0, u1, u2, v0, v1, v2 = x0 - px, x1 - px, x2 - px, y0 - py, y1 - py, y2 - py
+    def forward(ctx, x, y, px, py):
+        u, v = x - px, y - py                                                    # (3, M) corners - pixel
+        (x0, x1, x2), (y0, y1, y2) = x, y
+        (u0, u1, u2), (v0, v1, v2) = u, v
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-        b0 = (u1 * v2 - u2 * v1) / area
-        b1 = (u2 * v0 - u0 * v2) / area
-        b2 = (u0 * v1 - u1 * v0) / area
-        ctx.save_for_backward(u0, u1, u2, v0, v1, v2, b0, b1, b2, area)
-        return b0, b1, b2
+        bary = torch.empty_like(u)
+        torch.div(u1 * v2 - u2 * v1, area, out=bary[0])
+        torch.div(u2 * v0 - u0 * v2, area, out=bary[1])
+        torch.div(u0 * v1 - u1 * v0, area, out=bary[2])
+        ctx.save_for_backward(u, v, bary, area)
+        return bary
 
     @staticmethod
-    def backward(ctx, g0, g1, g2):
-        u0, u1, u2, v0, v1, v2, b0, b1, b2, area = ctx.saved_tensors
-        mean = g0 * b0 + g1 * b1 + g2 * b2
-        h0, h1, h2 = (g0 - mean) / area, (g1 - mean) / area, (g2 - mean) / area    # dL/dE_k
-        return (v1 * h2 - v2 * h1, v2 * h0 - v0 * h2, v0 * h1 - v1 * h0,
-                h1 * u2 - h2 * u1, h2 * u0 - h0 * u2, h0 * u1 - h1 * u0, None, None)
-
-
-_EMPTY = torch.iinfo(torch.int64).max    # z-buffer key of a pixel that no face covers
-_FACE_BITS = 32                          # packed key: float32 depth bits, then the face index
-
-
-def _face_table(planes: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
-                perspective_correct: bool, near: float, cull_backfaces: torch.Tensor | None):
-    """Per-face stage of :func:`_nearest_faces`, on contiguous (F, B) planes.
-
-    ``planes`` are the (3, V, B) screen coordinates, batch fastest: each face corner is a
-    row gather.
-
-    Clips each face's screen box to the image, drops the faces that cannot cover a pixel
-    centre (empty box, behind the near plane, degenerate, and with ``cull_backfaces`` seen
-    from behind), and expresses every face as four affine functions of the pixel position
-    relative to its box corner (three barycentrics and the depth, or inverse depth when
-    perspective-correct, since ``1/z`` is affine in screen space), so that the constants
-    stay small (precise in float32). Every quantity is a contiguous plane: PyTorch's CPU
-    kernels are several times faster on those than on strided (F, B, 3) slices.
-
-    Returns:
-        coef: (13, F * B) planes ``A (4), B (4), C (4), n_cols``, with ``w = A * dc + B * dr + C``
-            at the pixel (dc, dr) of the box; entry ``f * B + b`` is face f in image b.
-        counts: (F * B,) long, pixels in the box, 0 for a dropped face.
-        base: (F * B,) long, flat index (into B * H * W) of the box's first pixel.
-    """
-    batch, n_faces = planes.shape[2], faces.shape[0]
-    corner = faces.t().reshape(-1)
-    # per coordinate, one row gather (V, B) -> (3 corners, F, B)
-    (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = (
-        plane.index_select(0, corner).reshape(3, n_faces, batch).unbind(0) for plane in planes)
-    c0 = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2).sub_(0.5)).clamp_(min=0)
-    c1 = torch.floor(torch.maximum(torch.maximum(x0, x1), x2).sub_(0.5)).clamp_(max=width - 1)
-    r0 = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2).sub_(0.5)).clamp_(min=0)
-    r1 = torch.floor(torch.maximum(torch.maximum(y0, y1), y2).sub_(0.5)).clamp_(max=height - 1)
-    # Vertex positions relative to the centre of the box's first pixel.
-    cx, cy = c0 + 0.5, r0 + 0.5
-    x0, x1, x2, y0, y1, y2 = x0 - cx, x1 - cx, x2 - cx, y0 - cy, y1 - cy, y2 - cy
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)                          # (F, B), signed
-    z_min = torch.minimum(torch.minimum(z0, z1), z2)
-    valid = (z_min > near) & (area != 0) & torch.isfinite(area)                  # (empty boxes: counts 0)
-    if cull_backfaces is not None:
-        # Seen from behind: the signed area has the sign of the outward orientation (see
-        # rasterize). Only where the whole mesh is in front of the near plane: there the
-        # camera is outside the (convex) mesh and no clipped front face lets a back one show.
-        in_front = z_min.amin(0) > near                                          # (B,)
-        valid &= (area * cull_backfaces.to(area.dtype).unsqueeze(1) <= 0) | ~in_front
-    if perspective_correct:
-        z0, z1, z2 = 1.0 / z0, 1.0 / z1, 1.0 / z2
-    # w_k(p) = A_k * px + B_k * py + C_k with p relative to the box corner; from the edge
-    # function w0 = ((x1 - px)(y2 - py) - (x2 - px)(y1 - py)) / area and its rotations.
-    inv_area = 1.0 / area                         # (the coefficients of dropped faces are never read)
-    coef = planes.new_empty((13, n_faces, batch))
-    for out, value in zip((0, 1, 2, 4, 5, 6, 8, 9, 10),
-                          (y1 - y2, y2 - y0, y0 - y1, x2 - x1, x0 - x2, x1 - x0,
-                           x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0)):
-        torch.mul(value, inv_area, out=coef[out])
-    for j in (0, 4, 8):                                                          # the depth's coefficients
-        torch.add(coef[j] * z0 + coef[j + 1] * z1, coef[j + 2] * z2, out=coef[j + 3])
-    n_cols = torch.sub(c1, c0, out=coef[12]).add_(1)
-    # pixels per box: 0 for an empty box (size <= 0), a dropped face, or NaN vertices
-    counts = n_cols.clamp(min=0).mul_((r1 - r0 + 1).clamp_(min=0)).mul_(valid.to(n_cols.dtype))
-    counts = counts.nan_to_num_(0.0).long().reshape(-1)
-    image = torch.arange(batch, device=planes.device) * (height * width)         # (B,)
-    base = (image + r0.long() * width + c0.long()).reshape(-1)
-    return coef.reshape(13, -1), counts, base
-
-
-def _repeat_index(counts: torch.Tensor, total: int) -> torch.Tensor:
-    """``repeat_interleave(arange(len(counts)), counts)``, (total,) long: the cumulative sum
-    of the number of segments ending at each position, about three times as fast on the CPU."""
-    return torch.cumsum(torch.bincount(torch.cumsum(counts, 0), minlength=total + 1)[:total], 0)
-
-
-def _nearest_faces(planes: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
-                   perspective_correct: bool, near: float, max_candidates: int,
-                   cull_backfaces: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Discrete stage of :func:`rasterize` (no autograd): the nearest face at every pixel.
-
-    Candidates (face, pixel in its box) are enumerated for the whole batch at once; each
-    costs one gather of 13 coefficients and three multiply-adds, all on contiguous (N,)
-    planes. The position inside the box comes from a float division (exact for boxes of
-    fewer than 2**22 pixels), several times faster than an integer one.
-
-    Returns:
-        covered: (M,) long, ascending flat indices (into B * H * W) of the covered pixels;
-        face: (M,) long, the nearest face at each.
-    """
-    batch, n_faces = planes.shape[2], faces.shape[0]
-    coef, counts, base = _face_table(planes, faces, height, width, perspective_correct=perspective_correct,
-                                     near=near, cull_backfaces=cull_backfaces)
-    total = int(counts.sum())
-    if total > max_candidates:
-        raise ValueError(f"rasterize: {total} (face, pixel) candidates exceed max_candidates="
-                         f"{max_candidates}; are faces very close to the camera?")
-    owner = _repeat_index(counts, total)                                         # (N,) into F * B
-    start = torch.cumsum(counts, 0).sub_(counts)
-    offset = torch.arange(total, device=planes.device).sub_(start.index_select(0, owner))
-    k = coef.index_select(1, owner)                                              # (13, N)
-    # (dr, dc) = divmod(offset, n_cols) in floating point: offset + 0.5 is at least
-    # 0.5 / n_cols away from a multiple of n_cols, far more than the rounding error.
-    exact = k.dtype if height * width < 2 ** 22 else torch.float64
-    off, n_cols = offset.to(exact), k[12].to(exact)
-    dr = torch.floor((off + 0.5).div_(n_cols))
-    dc = off.sub_(dr * n_cols)
-    pix = base.index_select(0, owner).add_(dr.long() * width).add_(dc.long())    # (N,)
-    dr, dc = dr.to(k.dtype), dc.to(k.dtype)
-    w = [(k[j] * dc).add_(k[j + 4] * dr).add_(k[j + 8]) for j in range(4)]       # 4 x (N,)
-    z = 1.0 / w[3] if perspective_correct else w[3]
-    keep = (torch.minimum(torch.minimum(w[0], w[1]), w[2]) >= 0) & (z > near)
-    face = torch.arange(n_faces, device=planes.device).repeat_interleave(batch).index_select(0, owner)
-    return _depth_test(pix, z, keep, face, batch * height * width, n_faces, near)
-
-
-def _depth_test(pix: torch.Tensor, z: torch.Tensor, keep: torch.Tensor, face_id: torch.Tensor,
-                n_pix: int, n_faces: int, near: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest face per pixel among candidates: minimum depth, then the lowest face index.
-
-    Args:
-        pix, z, keep, face_id: (N,) flat pixel index, depth, inside test, face of each candidate.
-    Returns:
-        covered: (M,) long, ascending flat indices of the pixels with a kept candidate;
-        face: (M,) long, the nearest face there.
-
-    In float32 with positive depths (``near >= 0``) the depth's bit pattern orders like the
-    depth, so ``(bits << 32) | face`` orders like (depth, face) and one ``scatter_reduce``
-    (minimum) over the packed keys does the whole test. Otherwise two passes: minimum
-    depth, then the lowest face index among the candidates at that depth.
-    """
-    device = z.device
-    if z.dtype == torch.float32 and near >= 0:
-        key = (z.view(torch.int32).long() << _FACE_BITS) | face_id
-        # dropped candidates get the empty key (kept keys are >= 0: their depth is positive);
-        # this arithmetic is several times faster than torch.where on a random mask
-        torch.maximum(key, keep.logical_not().long().mul_(_EMPTY), out=key)
-        best = torch.full((n_pix,), _EMPTY, dtype=torch.long, device=device)
-        best.scatter_reduce_(0, pix, key, reduce="amin")
-        covered = torch.nonzero(best != _EMPTY).squeeze(1)
-        return covered, best.index_select(0, covered) & ((1 << _FACE_BITS) - 1)
-    idx = torch.nonzero(keep).squeeze(1)
-    pix, z, face_id = pix.index_select(0, idx), z.index_select(0, idx), face_id.index_select(0, idx)
-    zbuf = torch.full((n_pix,), math.inf, dtype=z.dtype, device=device)
-    zbuf.scatter_reduce_(0, pix, z, reduce="amin")
-    nearest = torch.nonzero(z == zbuf.index_select(0, pix)).squeeze(1)
-    winner = torch.full((n_pix,), n_faces, dtype=torch.long, device=device)
-    winner.scatter_reduce_(0, pix.index_select(0, nearest), face_id.index_select(0, nearest), reduce="amin")
-    covered = torch.nonzero(winner < n_faces).squeeze(1)
-    return covered, winner.index_select(0, covered)
+    def backward(ctx, grad):
+        u, v, bary, area = ctx.saved_tensors
+        h = (grad - (grad * bary).sum(0)) / area                                 # (3, M) dL/dE_k
+        (u0, u1, u2), (v0, v1, v2), (h0, h1, h2) = u, v, h
+        grad_x, grad_y = torch.empty_like(u), torch.empty_like(v)
+        torch.sub(v1 * h2, v2 * h1, out=grad_x[0])
+        torch.sub(v2 * h0, v0 * h2, out=grad_x[1])
+        torch.sub(v0 * h1, v1 * h0, out=grad_x[2])
+        torch.sub(h1 * u2, h2 * u1, out=grad_y[0])
+        torch.sub(h2 * u0, h0 * u2, out=grad_y[1])
+        torch.sub(h0 * u1, h1 * u0, out=grad_y[2])
+        return grad_x, grad_y, None, None
 
 
 @dataclass(frozen=True)
@@ -296,33 +154,33 @@ class CoveredPixels:
     """The covered pixels of a rasterisation, as lists (output of :func:`rasterize_covered`).
 
     What the pose scorer needs: it never touches an empty pixel, so it skips the dense
-    (B, H, W, 3) barycentric image and its gradient. Per-corner quantities are three (M,)
-    planes rather than one (M, 3) tensor: the CPU kernels are several times faster on
-    contiguous planes than on strided columns.
+    (B, H, W, 3) barycentric image and its gradient. Per-corner quantities are (3, M),
+    the corners as rows: the CPU kernels are several times faster on contiguous rows than
+    on the strided columns of (M, 3).
 
     Attributes:
         batch: (M,) long, the image of each covered pixel; ascending.
         pixel: (M,) long, its flat index ``row * W + col`` in that image.
         face: (M,) long, index into ``faces`` of the nearest face.
-        vertex: three (M,) long, that face's vertices (``faces[face, k]``).
-        bary: three (M,) barycentric coordinates there; differentiable.
-        vertex_depth: three (M,) depths of the face's vertices; differentiable. None when
-            not asked for (``with_depth=False``).
+        vertex: (3, M) long, that face's vertices (``faces[face].t()``).
+        bary: (3, M) barycentric coordinates there; differentiable.
+        vertex_depth: (3, M) depths of the face's vertices; differentiable. None when not
+            asked for (``with_depth=False``).
         shape: (B, H, W).
     """
 
     batch: torch.Tensor
     pixel: torch.Tensor
     face: torch.Tensor
-    vertex: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    bary: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    vertex_depth: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+    vertex: torch.Tensor
+    bary: torch.Tensor
+    vertex_depth: torch.Tensor | None
     shape: tuple[int, int, int]
 
     @property
     def depth(self) -> torch.Tensor:
         """(M,) interpolated depth."""
-        return sum(b * z for b, z in zip(self.bary, self.vertex_depth))
+        return (self.bary * self.vertex_depth).sum(0)
 
     def to_fragments(self) -> Fragments:
         """The dense :class:`Fragments` (zero / -1 where empty)."""
@@ -330,8 +188,8 @@ class CoveredPixels:
         n_pix = batch * height * width
         flat = self.batch * (height * width) + self.pixel
         p2f = torch.full((n_pix,), -1, dtype=torch.long, device=self.face.device).index_put_((flat,), self.face)
-        bary = self.bary[0].new_zeros((n_pix, 3)).index_put((flat,), torch.stack(self.bary, 1))
-        depth = self.bary[0].new_zeros((n_pix,)).index_put((flat,), self.depth)
+        bary = self.bary.new_zeros((n_pix, 3)).index_put((flat,), self.bary.t())
+        depth = self.bary.new_zeros((n_pix,)).index_put((flat,), self.depth)
         return Fragments(pix_to_face=p2f.reshape(batch, height, width),
                          bary=bary.reshape(batch, height, width, 3), depth=depth.reshape(batch, height, width))
 
@@ -354,24 +212,24 @@ def rasterize_covered(verts_screen: torch.Tensor, faces: torch.Tensor, image_siz
     if cull_backfaces is not None and tuple(cull_backfaces.shape) != (faces.shape[0],):
         raise ValueError(f"rasterize: cull_backfaces must be (F={faces.shape[0]},), got {tuple(cull_backfaces.shape)}")
     with torch.no_grad():
-        covered, face = _nearest_faces(planes.detach().transpose(1, 2).contiguous(), faces, height, width,
-                                       perspective_correct=perspective_correct, near=near,
-                                       max_candidates=max_candidates, cull_backfaces=cull_backfaces)
+        covered, face = zbuffer.nearest_faces(planes.detach().transpose(1, 2).contiguous(), faces, height, width,
+                                              perspective_correct=perspective_correct, near=near,
+                                              max_candidates=max_candidates, cull_backfaces=cull_backfaces)
         b_idx = torch.div(covered, height * width, rounding_mode="floor")
         pixel = covered - b_idx * (height * width)
         row = torch.div(pixel, width, rounding_mode="floor")
         px, py = (pixel - row * width).to(planes.dtype) + 0.5, row.to(planes.dtype) + 0.5
-        vertex = tuple(corner.index_select(0, face) for corner in faces.t().contiguous())   # 3 x (M,)
-        flat = [v + b_idx * n_verts for v in vertex]                              # into B * V
+        vertex = faces.t().contiguous().index_select(1, face)                    # (3, M)
+        flat = (vertex + b_idx * n_verts).reshape(-1)                             # into B * V
     # Differentiable stage: barycentrics of the chosen face at each covered pixel. (Also run
     # when nothing is covered, so that the outputs stay connected to the graph.)
-    x, y, z = ([plane.reshape(-1).index_select(0, f) for f in flat]
+    x, y, z = (plane.reshape(-1).index_select(0, flat).reshape(3, -1)
                if k < 2 or with_depth or perspective_correct else None for k, plane in enumerate(planes))
-    bary = _Barycentric.apply(*x, *y, px, py)
+    bary = _Barycentric.apply(x, y, px, py)                                      # (3, M)
     if perspective_correct:
-        bary = _perspective_correct(bary, z)
-    return CoveredPixels(batch=b_idx, pixel=pixel, face=face, vertex=vertex, bary=tuple(bary),
-                         vertex_depth=tuple(z) if with_depth else None, shape=(batch, height, width))
+        bary = _perspective_correct(bary, z, dim=0)
+    return CoveredPixels(batch=b_idx, pixel=pixel, face=face, vertex=vertex, bary=bary,
+                         vertex_depth=z if with_depth else None, shape=(batch, height, width))
 
 
 def rasterize(verts_screen: torch.Tensor, faces: torch.Tensor, image_size,

@@ -205,20 +205,20 @@ class PoseScorer:
         problem = torch.div(covered, n_pix, rounding_mode="floor")
         pix = covered - problem * n_pix
         face = fragments.pix_to_face.reshape(-1).index_select(0, covered)
-        bary = fragments.bary.reshape(-1, 3).index_select(0, covered).unbind(1)
+        bary = fragments.bary.reshape(-1, 3).index_select(0, covered).t()         # (3, M)
         values = self._covered_object_scores(images, image_index.index_select(0, problem), pix,
-                                             [c.index_select(0, face) for c in self.faces.t().contiguous()], bary)
+                                             self.faces.t().index_select(1, face), bary)
         return values.new_zeros(n * n_pix).index_put((covered,), values).reshape(n, n_pix)
 
     def _covered_object_scores(self, images: ImageBatch, image: torch.Tensor, pixel: torch.Tensor,
                                vertex, bary) -> torch.Tensor:
-        """``s_o`` (M,) at M covered pixels: ``sum_k bary_k * S[image, v_k, pixel]``, three
-        gathers from the similarity table; image, pixel (M,), vertex and bary three (M,)."""
+        """``s_o`` (M,) at M covered pixels: ``sum_k bary_k * S[image, v_k, pixel]``, one
+        gather of 3 M numbers from the similarity table; image, pixel (M,), vertex and
+        bary (3, M)."""
         n_verts, n_pix = self.verts.shape[0], self.num_pixels
-        row = image * (n_verts * n_pix) + pixel
-        table = images.sim.reshape(-1)
-        s0, s1, s2 = (table.index_select(0, row + v * n_pix) for v in vertex)
-        return bary[0] * s0 + bary[1] * s1 + bary[2] * s2
+        at = (image * (n_verts * n_pix) + pixel) + vertex * n_pix                # (3, M)
+        gathered = images.sim.reshape(-1).index_select(0, at.reshape(-1)).reshape(3, -1)
+        return (bary * gathered).sum(0)
 
     def fragment_losses(self, fragments: render.Fragments, image_index: torch.Tensor,
                         images: ImageBatch) -> torch.Tensor:

@@ -5,7 +5,9 @@ poses, 300 Adam steps. The maps are the cuboid's smooth random features rendered
 poses over a clutter background with noise (so the solves are real solves, and the median
 error is printed as a check). Prints seconds per image for batches of 1, 8, 32 and 64
 images against a one-image-at-a-time loop measured in the same run (same solver object,
-so the 144 initial poses are pre-rendered once in both cases).
+so the 144 initial poses are pre-rendered once in both cases), and the batch of 32 again
+with back-face culling turned off (same problems; the largest pose difference between the
+two is printed).
 
 Reference, not measured here: the original implementation needs 90 to 160 s per image on 2
 CPU threads (SPEC section 17).
@@ -60,6 +62,8 @@ def main() -> None:
                         help="images solved one at a time for the baseline (default 4)")
     parser.add_argument("--steps", type=int, default=300, help="Adam steps (default 300)")
     parser.add_argument("--channels", type=int, default=128, help="feature dimension (default 128)")
+    parser.add_argument("--no-culling-batch", type=int, default=32,
+                        help="also solve this batch with back-face culling off (default 32; 0: skip)")
     args = parser.parse_args()
 
     batches = [int(b) for b in args.batches.split(",")]
@@ -73,12 +77,28 @@ def main() -> None:
     loop_res = {k: torch.cat([r[k] for r in loop_res]) for k in loop_res[0]}
     rows = [["loop of 1", args.loop_images, f"{loop_s:.3f}", "1.0x",
              f"{median_error_deg(loop_res, poses[:args.loop_images]):.2f}"]]
+    results = {}
     for b in batches:
         start = time.perf_counter()
-        res = solver.solve(maps[:b], clutter)
+        results[b] = res = solver.solve(maps[:b], clutter)
         per_image = (time.perf_counter() - start) / b
         rows.append([f"batch {b}", b, f"{per_image:.3f}", f"{loop_s / per_image:.1f}x",
                      f"{median_error_deg(res, poses[:b]):.2f}"])
+    b = args.no_culling_batch
+    if b:
+        plain = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0,
+                                    pose.SolverConfig(steps=args.steps, cull_backfaces=False))
+        plain.solve(maps[:1], clutter)  # warm-up
+        start = time.perf_counter()
+        res = plain.solve(maps[:b], clutter)
+        per_image = (time.perf_counter() - start) / b
+        rows.append([f"batch {b}, no culling", b, f"{per_image:.3f}", f"{loop_s / per_image:.1f}x",
+                     f"{median_error_deg(res, poses[:b]):.2f}"])
+        if b in results:
+            diff = geometry.pose_error({k: results[b][k].double().numpy() for k in ("azimuth", "elevation", "theta")},
+                                       {k: res[k].double().numpy() for k in ("azimuth", "elevation", "theta")})
+            print(f"batch {b}, culling on vs off: largest pose difference {np.degrees(diff.max()):.3f} deg "
+                  f"(solver: {'culls' if solver.scorer.cull_backfaces else 'does not cull'} by default)")
     print_table(f"Pose solver, car 32x84, {len(verts)}-vertex cuboid, {args.channels}-d, 144 inits, "
                 f"{args.steps} steps ({environment_line()})",
                 ["mode", "images", "s/image", "speed-up vs loop", "median err (deg)"], rows)

@@ -120,6 +120,16 @@ def nearest_faces(planes: torch.Tensor, faces: torch.Tensor, height: int, width:
     planes. The position inside the box comes from a float division (exact for boxes of
     fewer than 2**22 pixels), several times faster than an integer one.
 
+    Args:
+        planes: (3, V, B) contiguous screen coordinates (column, row, depth), batch fastest.
+        faces: (F, 3) long.
+        height, width: the image size.
+        perspective_correct: compare depths interpolated as ``1/z`` (affine in screen space).
+        near: faces with a vertex at depth <= near are dropped, and so are pixels whose
+            interpolated depth is not beyond it.
+        max_candidates: raise beyond this many (face, pixel) candidates.
+        cull_backfaces: (F,) outward orientation to drop the faces seen from behind (see
+            :func:`nemopose.render.rasterize`), or None.
     Returns:
         covered: (M,) long, ascending flat indices (into B * H * W) of the covered pixels;
         face: (M,) long, the nearest face at each.

@@ -110,20 +110,25 @@ def _perspective_correct(bary: torch.Tensor, z: torch.Tensor, dim: int = -1) -> 
 class _Barycentric(torch.autograd.Function):
     """Screen-space barycentrics of pixel centres, with a hand-written backward.
 
-    Inputs x, y (3, M): the corners of M triangles as rows (contiguous planes: the CPU
-    kernels are several times faster on those than on the strided columns of (M, 3));
-    px, py (M,): the pixel centres. Output (3, M).
+    Inputs: x, y (V',) coordinate planes of the vertices; corner (3, M) long, the row of
+    each triangle corner in them; px, py (M,) the pixel centres. Output (3, M): the
+    corners as rows (contiguous planes: the CPU kernels are several times faster on those
+    than on the strided columns of (M, 3)).
 
     Forward: the same numbers as :func:`_barycentric`. Backward: with the edge functions
     ``E_k = area * b_k`` (``E_0 = u_1 v_2 - u_2 v_1`` and rotations, ``u, v`` the corners
     relative to the pixel), ``dL/dE_k = (g_k - <g, b>) / area``, then
-    ``dL/du = v x dL/dE`` and ``dL/dv = dL/dE x u``: some twenty (M,) operations where
-    autograd's graph of the forward has three times as many.
+    ``dL/du = v x dL/dE`` and ``dL/dv = dL/dE x u``, scattered back onto the vertices with
+    ``scatter_add_``: some twenty (M,) operations where autograd's graph of the forward has
+    three times as many, and ``index_add_`` (its gradient of a gather) is several times
+    slower.
     """
 
     @staticmethod
-    def forward(ctx, x, y, px, py):
-        u, v = x - px, y - py                                                    # (3, M) corners - pixel
+    def forward(ctx, x, y, corner, px, py):
+        ctx.n_verts, flat = x.shape[0], corner.reshape(-1)
+        x, y = x.index_select(0, flat).reshape(3, -1), y.index_select(0, flat).reshape(3, -1)   # (3, M)
+        u, v = x - px, y - py                                                    # corners - pixel
         (x0, x1, x2), (y0, y1, y2) = x, y
         (u0, u1, u2), (v0, v1, v2) = u, v
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
@@ -131,22 +136,24 @@ class _Barycentric(torch.autograd.Function):
         torch.div(u1 * v2 - u2 * v1, area, out=bary[0])
         torch.div(u2 * v0 - u0 * v2, area, out=bary[1])
         torch.div(u0 * v1 - u1 * v0, area, out=bary[2])
-        ctx.save_for_backward(u, v, bary, area)
+        ctx.save_for_backward(u, v, bary, area, flat)
         return bary
 
     @staticmethod
     def backward(ctx, grad):
-        u, v, bary, area = ctx.saved_tensors
+        u, v, bary, area, flat = ctx.saved_tensors
         h = (grad - (grad * bary).sum(0)) / area                                 # (3, M) dL/dE_k
         (u0, u1, u2), (v0, v1, v2), (h0, h1, h2) = u, v, h
-        grad_x, grad_y = torch.empty_like(u), torch.empty_like(v)
-        torch.sub(v1 * h2, v2 * h1, out=grad_x[0])
-        torch.sub(v2 * h0, v0 * h2, out=grad_x[1])
-        torch.sub(v0 * h1, v1 * h0, out=grad_x[2])
-        torch.sub(h1 * u2, h2 * u1, out=grad_y[0])
-        torch.sub(h2 * u0, h0 * u2, out=grad_y[1])
-        torch.sub(h0 * u1, h1 * u0, out=grad_y[2])
-        return grad_x, grad_y, None, None
+        grad_u, grad_v = torch.empty_like(u), torch.empty_like(v)
+        torch.sub(v1 * h2, v2 * h1, out=grad_u[0])
+        torch.sub(v2 * h0, v0 * h2, out=grad_u[1])
+        torch.sub(v0 * h1, v1 * h0, out=grad_u[2])
+        torch.sub(h1 * u2, h2 * u1, out=grad_v[0])
+        torch.sub(h2 * u0, h0 * u2, out=grad_v[1])
+        torch.sub(h0 * u1, h1 * u0, out=grad_v[2])
+        grad_x = grad_u.new_zeros(ctx.n_verts).scatter_add_(0, flat, grad_u.reshape(-1))
+        grad_y = grad_v.new_zeros(ctx.n_verts).scatter_add_(0, flat, grad_v.reshape(-1))
+        return grad_x, grad_y, None, None, None
 
 
 @dataclass(frozen=True)
@@ -223,9 +230,9 @@ def rasterize_covered(verts_screen: torch.Tensor, faces: torch.Tensor, image_siz
         flat = (vertex + b_idx * n_verts).reshape(-1)                             # into B * V
     # Differentiable stage: barycentrics of the chosen face at each covered pixel. (Also run
     # when nothing is covered, so that the outputs stay connected to the graph.)
-    x, y, z = (plane.reshape(-1).index_select(0, flat).reshape(3, -1)
-               if k < 2 or with_depth or perspective_correct else None for k, plane in enumerate(planes))
-    bary = _Barycentric.apply(x, y, px, py)                                      # (3, M)
+    x, y, z = (plane.reshape(-1) for plane in planes)                            # (B * V,) each
+    bary = _Barycentric.apply(x, y, flat.reshape(3, -1), px, py)                 # (3, M)
+    z = z.index_select(0, flat).reshape(3, -1) if with_depth or perspective_correct else None
     if perspective_correct:
         bary = _perspective_correct(bary, z, dim=0)
     return CoveredPixels(batch=b_idx, pixel=pixel, face=face, vertex=vertex, bary=bary,

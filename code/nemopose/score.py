@@ -66,7 +66,8 @@ def covered_sum(object_score: torch.Tensor, clutter_score: torch.Tensor | None, 
         delta = object_score
     else:
         delta = torch.maximum(object_score, clutter_score) - clutter_score.clamp(min=0)
-    return delta.new_zeros(delta.shape[:-1] + (n_owners,)).index_add_(-1, owner, delta)
+    # scatter_add_ is several times faster than index_add_ on the CPU (same sums, same order)
+    return delta.new_zeros(delta.shape[:-1] + (n_owners,)).scatter_add_(-1, owner.expand_as(delta), delta)
 
 
 def covered_pose_loss(total: torch.Tensor, offset: torch.Tensor | None, n_pix: int) -> torch.Tensor:

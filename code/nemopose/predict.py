@@ -240,20 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging()
     category = constants.check_category(args.category)
-    for path in args.images:       # the most common mistake, reported before anything loads
-        if not Path(path).is_file():
-            raise UsageError(f"{path}: image file does not exist")
+    images = [as_rgb_array(path) for path in args.images]    # bad files are reported before anything loads
     checkpoint = args.checkpoint or Experiment(args.exproot, args.mesh_d).final_checkpoint(category)
     predictor = PosePredictor.from_checkpoint(checkpoint, category, dataroot=args.dataroot, mesh_d=args.mesh_d,
                                               mesh_paths=args.mesh, image_scale=args.image_scale, device=args.device,
                                               translation=not args.no_translation, solver=SolverConfig(steps=args.steps))
-    predictions = predictor.predict(args.images, scale=args.scale)
+    predictions = predictor.predict(images, scale=args.scale)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path, pred in zip(args.images, predictions):
+    for path, image, pred in zip(args.images, images, predictions):
         rows.append({"image": str(path), **pred.as_dict()})
-        Image.fromarray(predictor.overlay(path, pred, args.scale)).save(out_dir / f"{Path(path).stem}_pose.png")
+        Image.fromarray(predictor.overlay(image, pred, args.scale)).save(out_dir / f"{Path(path).stem}_pose.png")
         print(f"{path}: azimuth {np.degrees(pred.azimuth):.1f} elevation {np.degrees(pred.elevation):.1f} "
               f"theta {np.degrees(pred.theta):.1f} deg, distance {pred.distance:.2f} (PASCAL3D+ units), "
               f"object centre {pred.shift_x:+.1f} {pred.shift_y:+.1f} px from the image centre, "

@@ -52,7 +52,8 @@ from .distributed import DistContext
 from .errors import DataNotFound
 from .experiment import Experiment
 from .mesh import load_off
-from .model import STRIDE, NeMoNet, recalibrate_batchnorm, sample_clutter_index, vertex_cell_index
+from .model import (STRIDE, NeMoNet, fetch_imagenet_weights, recalibrate_batchnorm, sample_clutter_index,
+                    vertex_cell_index)
 from .train_config import (LR_SCHEDULES, PRESETS, TrainConfig, TrainState, aligned_should_step, config_dict,
                            effective_distance_thr, learning_rate, original_should_step)
 from .utils import append_jsonl, atomic_write_json, seed_everything, setup_logging
@@ -275,6 +276,10 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
 
     meshes, data_info = build_meshes(config, ctx)
     distance_thr = effective_distance_thr(config, data_info.image_scale)
+    if config.backbone == "resnetext" and config.pretrained == "imagenet":   # rank 0 fills the torch cache
+        if ctx.is_main:
+            fetch_imagenet_weights(config.download, config.download_mirror or None)
+        distributed.barrier(ctx)
     seed_everything(config.seed)
     model = NeMoNet(config.backbone, config.d_feature, config.pretrained,
                     light_widths=tuple(config.light_widths), light_norm=config.light_norm).to(device)
@@ -479,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint (default off; demo on)")
     r.add_argument("--separate-bank", "--sperate_bank", dest="separate_bank", nargs="?", const="True", default=S,
                    help="the original's 'bank on a separate GPU'; accepted and ignored (banks live on every rank)")
+    r.add_argument("--download", choices=("auto", "no"), default=S,
+                   help="--pretrained imagenet with no weights in the torch cache: download them (auto, default) or "
+                        "fail (no)")
+    r.add_argument("--download-mirror", dest="download_mirror", default=S,
+                   help="base URL or folder holding resnet50-0676ba61.pth (default: torchvision's address)")
     r.add_argument("--log-level", default="INFO", help="logging level")
     return p
 

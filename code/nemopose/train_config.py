@@ -65,6 +65,8 @@ class TrainConfig:
     seed: int = 0
     sync_bn: bool = False                 # SyncBatchNorm across GPUs (BN statistics of the global batch)
     precise_bn: bool = False              # re-estimate BN running statistics before each checkpoint
+    download: str = "auto"                # ImageNet weights missing from the torch cache: 'auto' fetches, 'no' fails
+    download_mirror: str = ""             # base URL or folder holding resnet50-0676ba61.pth (default: torchvision's)
     separate_bank: bool = False           # accepted for the original's --sperate_bank; no effect (see docs)
 
     def validate(self) -> None:

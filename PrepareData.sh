@@ -6,7 +6,7 @@
 # Data source (SYNTHETIC):
 #   auto  the real PASCAL3D+ when $DATAROOT/PASCAL3D+_release1.1 holds it; otherwise the
 #         SYNTHETIC PASCAL3D+ (marked as such everywhere; its results are not PASCAL3D+ results)
-#   no    the real data: downloads whatever is missing (PASCAL3D+_release1.1.zip ~7.5 GB from
+#   no    the real data: downloads whatever is missing (PASCAL3D+_release1.1.zip, several GB, from
 #         Stanford CVGL, Image_subsets.zip and OccludedPASCAL3D_FGL{1,2,3}_BGL{1,2,3}.zip from the
 #         authors' Google Drive), resumably, then unpacks them safely into $DATAROOT
 #   yes   the synthetic data

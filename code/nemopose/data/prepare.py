@@ -167,7 +167,7 @@ def _run(dataroot: Path, categories: list[str], mesh_dims: list[str], occluded: 
                      f"(size {synthetic_size}, seed {seed}).",
                      "# Everything prepared from it is marked synthetic; its results are NOT PASCAL3D+ results.",
                      "# For the real data run SYNTHETIC=no ./PrepareData.sh: it downloads PASCAL3D+ release 1.1",
-                     "# (Stanford CVGL, ~7.5 GB), NeMo's Image_subsets and the three OccludedPASCAL3D+ levels",
+                     "# (Stanford CVGL, several GB), NeMo's Image_subsets and the three OccludedPASCAL3D+ levels",
                      "# (Google Drive), or reads them from DOWNLOAD_MIRROR; see README 'Running on PASCAL3D+'.",
                      banner):
             log.warning(line)

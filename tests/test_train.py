@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fakedata import make_fake_dataset
-from nemopose import checkpoint, constants, experiment, train as T, train_config
+from nemopose import checkpoint, constants, experiment, train as T, train_config, train_data
 from nemopose.experiment import Experiment
 from nemopose.data import annotation, datasets, layout
 from nemopose.distributed import DistContext
@@ -72,11 +72,11 @@ def test_faithful_defaults():
 
 @pytest.mark.parametrize("size,batch,world", [(10, 4, 2), (11, 6, 3), (9, 4, 1), (5, 4, 4)])
 def test_global_batches_split_across_ranks(size, batch, world):
-    ranks = [T.GlobalBatchSampler(size, batch, DistContext(rank=r, world_size=world), seed=3, mesh_index=1)
+    ranks = [train_data.GlobalBatchSampler(size, batch, DistContext(rank=r, world_size=world), seed=3, mesh_index=1)
              for r in range(world)]
     for s in ranks:
         s.set_epoch(2)
-    single = T.GlobalBatchSampler(size, batch, DistContext(), seed=3, mesh_index=1)
+    single = train_data.GlobalBatchSampler(size, batch, DistContext(), seed=3, mesh_index=1)
     single.set_epoch(2)
     per_rank = [list(s) for s in ranks]
     assert len({len(p) for p in per_rank}) == 1 and len(per_rank[0]) == len(ranks[0])
@@ -84,7 +84,7 @@ def test_global_batches_split_across_ranks(size, batch, world):
     expected = [b for b in single if len(b) >= world]
     assert merged == expected               # rank order reproduces each global batch
     assert sorted(sum(list(single), [])) == list(range(size))
-    other = T.GlobalBatchSampler(size, batch, DistContext(), seed=3, mesh_index=1)
+    other = train_data.GlobalBatchSampler(size, batch, DistContext(), seed=3, mesh_index=1)
     other.set_epoch(3)
     if size > 2:
         assert list(other) != list(single)  # reshuffled per epoch

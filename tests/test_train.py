@@ -277,6 +277,38 @@ def test_loader_with_persistent_workers_equals_in_process_loading(fake_root):
             assert not set(c.tolist()) & set(v.tolist()) and len(set(c.tolist())) == cfg.num_noise
 
 
+def test_channels_last_step_equals_the_default_layout(fake_root, monkeypatch):
+    """The layout bf16 uses on CUDA (channels_last model and inputs), run here on the CPU in
+    fp32: the same loss, bank update and gradients as the default layout."""
+    from nemopose import precision
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert precision.memory_format("bf16", cuda) == torch.channels_last
+    assert precision.memory_format("fp32", cuda) == precision.memory_format("bf16", cpu) == torch.contiguous_format
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.check_precision("fp16", cpu)
+    cfg = _config(fake_root, "unused")
+    meshes, _ = train_data.build_meshes(cfg)
+    batch = next(iter(train_data.build_loader(meshes, cfg, DistContext())))
+    results = []
+    for layout_ in (torch.contiguous_format, torch.channels_last):
+        monkeypatch.setattr(T, "memory_format", lambda *_: layout_)
+        torch.manual_seed(0)
+        model = T.NeMoNet("light", pretrained="random", light_widths=cfg.light_widths).to(memory_format=layout_)
+        bank = T.build_banks(cfg, meshes, cpu)[0]
+        loss, stats = T.training_step(model, bank, batch, cfg, DistContext(), distance_thr=12.0)
+        loss.backward()
+        results.append((stats["loss"], bank.memory, {k: p.grad for k, p in model.named_parameters()}))
+    assert model.backbone.stages[0][0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    (loss_a, memory_a, grads_a), (loss_b, memory_b, grads_b) = results
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    torch.testing.assert_close(memory_b, memory_a, atol=1e-5, rtol=0)
+    # float32 summation order only; the biases of the convolutions before a BatchNorm have a
+    # zero gradient in exact arithmetic (noise only), hence the floor at 1e-3 of the mean norm
+    floor = 1e-3 * float(torch.stack([g.norm() for g in grads_a.values()]).mean())
+    rel = sorted((float((grads_b[k] - g).norm() / (g.norm() + floor)), k) for k, g in grads_a.items())
+    assert rel[-1][0] < 5e-2, rel[-3:]     # measured: < 5e-3; a layout mix-up gives ~1
+
+
 @pytest.fixture(scope="module")
 def fp32_and_bf16_runs(fake_root, tmp_path_factory):
     """The same short run (same seed) in fp32 and in bf16."""

@@ -40,9 +40,8 @@ from nemopose import constants
 from nemopose.data import layout
 from nemopose.data.datasets import TrainingDataset
 from nemopose.distributed import DistContext
-from nemopose.model import NeMoNet
-from nemopose.precision import PRECISIONS, check_precision, memory_format
-from nemopose.train import build_banks, train_one_epoch, training_step
+from nemopose.precision import PRECISIONS, check_precision
+from nemopose.train import build_banks, build_model, train_one_epoch, training_step
 from nemopose.train_config import TrainConfig, TrainState, effective_distance_thr
 from nemopose.train_data import MeshData, build_loader, build_meshes
 
@@ -86,8 +85,7 @@ def synchronize(device: torch.device) -> None:
 
 def fresh_training(config: TrainConfig, meshes: list[MeshData], device: torch.device):
     torch.manual_seed(config.seed)
-    model = NeMoNet(config.backbone, config.d_feature, "random").to(
-        device, memory_format=memory_format(config.precision, device))
+    model = build_model(config, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return model.train(), build_banks(config, meshes, device), optimizer
 

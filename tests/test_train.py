@@ -293,7 +293,7 @@ def test_channels_last_step_equals_the_default_layout(fake_root, monkeypatch):
     for layout_ in (torch.contiguous_format, torch.channels_last):
         monkeypatch.setattr(T, "memory_format", lambda *_: layout_)
         torch.manual_seed(0)
-        model = T.NeMoNet("light", pretrained="random", light_widths=cfg.light_widths).to(memory_format=layout_)
+        model = T.build_model(cfg, cpu)
         bank = T.build_banks(cfg, meshes, cpu)[0]
         loss, stats = T.training_step(model, bank, batch, cfg, DistContext(), distance_thr=12.0)
         loss.backward()

@@ -63,6 +63,16 @@ from .utils import append_jsonl, atomic_write_json, seed_everything, setup_loggi
 
 log = logging.getLogger(__name__)
 
+# ----------------------------------------------------------------------------- network and banks
+
+
+def build_model(config: TrainConfig, device: torch.device) -> NeMoNet:
+    """The network of ``config`` on ``device``; float32 weights whatever the precision, in
+    channels_last for bf16 on CUDA (:func:`nemopose.precision.memory_format`)."""
+    model = NeMoNet(config.backbone, config.d_feature, config.pretrained,
+                    light_widths=tuple(config.light_widths), light_norm=config.light_norm)
+    return model.to(device, memory_format=memory_format(config.precision, device))
+
 
 def build_banks(config: TrainConfig, meshes: list[MeshData], device: torch.device) -> list[FeatureBank]:
     return [FeatureBank(m.num_vertices, config.d_feature, config.num_noise, config.max_group, config.momentum,
@@ -190,9 +200,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
     meshes, data_info = build_meshes(config)
     distance_thr = effective_distance_thr(config, data_info.image_scale)
     seed_everything(config.seed)
-    model = NeMoNet(config.backbone, config.d_feature, config.pretrained,
-                    light_widths=tuple(config.light_widths), light_norm=config.light_norm)
-    model = model.to(device, memory_format=memory_format(config.precision, device))   # weights: fp32
+    model = build_model(config, device)
     banks = build_banks(config, meshes, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = TrainState()

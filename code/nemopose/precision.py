@@ -13,8 +13,8 @@ what is learnt stays float32:
 bfloat16 keeps float32's exponent range, so unlike float16 it needs no loss scaling. On CUDA,
 bf16 also puts the model and its inputs in ``channels_last`` memory format (the layout the
 tensor cores' convolution kernels read without transposes). On CPU bf16 runs too (autocast
-cpu), but whether it is faster depends on the CPU's bf16 instructions: measure it
-(``benchmarks/bench_train.py``).
+cpu), but it is only faster on CPUs with bfloat16 instructions (AVX512-BF16, AMX); on this
+project's AVX2 machine it is ~10x slower (``benchmarks/bench_train.py`` measures it).
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ The settings are the faithful ones (bank with 5 x ``--max-group`` clutter rows, 
 backbone ``--backbone`` from random initialisation, an optimiser step every iteration).
 
 Run: bash benchmarks/run.sh bench_train.py                 # small CPU defaults (light backbone)
-     bash benchmarks/run.sh bench_train.py --device cuda --batch 108 --size 256x672 --iterations 10
+     bash benchmarks/run.sh bench_train.py --device cuda --batch 108 --size 256x672 --iterations 10 --warmup 3
+On a shared CPU set OMP_WAIT_POLICY=PASSIVE, as TrainNeMo.sh does (spinning OpenMP threads
+make the steps several times slower whenever the loader workers run).
 """
 
 from __future__ import annotations
@@ -107,7 +109,8 @@ def main() -> None:
                         help="batches in the loader row's epoch (default 0: twice the workers, at least 4)")
     parser.add_argument("--precisions", default=",".join(PRECISIONS),
                         help=f"precisions to compare, first = baseline (default {','.join(PRECISIONS)})")
-    parser.add_argument("--vertices", type=int, default=1024, help="cuboid vertices (default 1024, the car's)")
+    parser.add_argument("--vertices", type=int, default=1024, help="cuboid vertices asked of the fake data's cuboid generator (default 1024, the car's; "
+                             "the table shows the count it makes)")
     parser.add_argument("--max-group", type=int, default=TrainConfig.max_group,
                         help=f"clutter queue length / 5 (default {TrainConfig.max_group}, faithful)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's choice)")

@@ -298,12 +298,18 @@ class NeMoNet(nn.Module):
         if int(index.max()) >= flat.shape[1] or int(index.min()) < 0:
             raise ValueError(f"cell index out of range for a {tuple(fmap.shape[2:])} feature map")
         picked = torch.gather(flat, 1, index.unsqueeze(-1).expand(-1, -1, c))   # (B, K, C)
-        return F.normalize(self.head(picked), p=2, dim=2)
+        # The head and the normalisation run in float32 even when the backbone runs under
+        # autocast (bf16 training, nemopose.precision): the features are compared with the bank
+        # at temperature 0.07, where bf16 rounding would be visible. A tiny share of the work.
+        with torch.autocast(picked.device.type, enabled=False):
+            return F.normalize(self.head(picked.float()), p=2, dim=2)
 
     def _head_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        # float32 head and normalisation, as in the training forward
         weight = self.head.weight[:, :, None, None]        # (d, C, 1, 1)
         bias = self.head.bias if self.test_head_bias else None
-        return F.normalize(F.conv2d(fmap, weight, bias), p=2, dim=1)
+        with torch.autocast(fmap.device.type, enabled=False):
+            return F.normalize(F.conv2d(fmap.float(), weight, bias), p=2, dim=1)
 
 
 # ----------------------------------------------------------------------------- pretrained weights

@@ -17,7 +17,7 @@ from nemopose.experiment import Experiment
 from nemopose.predict import PosePredictor, place_image
 
 pytestmark = pytest.mark.slow
-N_IMAGES = 20
+N_IMAGES = 40
 ANGLES = ("azimuth", "elevation", "theta")
 
 
@@ -57,7 +57,7 @@ def test_predictor_recovers_poses_on_val_crops(demo_car):
     # crops are centred on the object: the translation stays small; distances in PASCAL3D+ units
     assert np.median(np.abs([p.shift_x for p in predictions])) < 16
     rel = np.array([p.distance / t["distance"] for p, t in zip(predictions, truths)])
-    assert np.median(np.abs(rel - 1)) < 0.15, rel
+    assert np.median(np.abs(rel - 1)) < 0.2, rel
 
 
 def test_predictor_finds_off_centre_objects_in_release_images(demo_car):
@@ -78,10 +78,11 @@ def test_predictor_finds_off_centre_objects_in_release_images(demo_car):
     predictions = [predictor.predict(image, scale=s)[0] for image, s in zip(images, scales)]
     err = errors_deg(predictions, truths)
     assert np.mean(err < 30) >= 0.9, np.round(err, 1)
-    # the translation found the object: predicted centre offsets follow the true ones (input pixels)
+    # the translation found the object: the predicted centre is much closer to the true one
+    # than the image centre is (input pixels)
     found = np.array([[p.shift_x, p.shift_y] for p in predictions])
-    good = err < 30
-    assert np.median(np.abs(found[good] - offsets[good])) < 12, np.c_[found, offsets]
+    miss = np.linalg.norm(found - offsets, axis=1)
+    assert np.median(miss) < 0.6 * np.median(np.linalg.norm(offsets, axis=1)), np.c_[found, offsets]
 
 
 def test_place_image_centres_and_scales():

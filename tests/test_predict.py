@@ -54,9 +54,12 @@ def test_predictor_recovers_poses_on_val_crops(demo_car):
     assert np.mean(err < 30) >= 0.9, np.round(err, 1)
     # different images, different poses (the broken predictor returned one pose for all)
     assert np.ptp([p.azimuth for p in predictions]) > 2.0
-    # crops are centred on the object: the translation stays small; distances in PASCAL3D+ units
+    # crops are centred on the object: the translation stays small
     assert np.median(np.abs([p.shift_x for p in predictions])) < 16
-    rel = np.array([p.distance / t["distance"] for p, t in zip(predictions, truths)])
+    # distance: of a focal-3000 camera on the given image; a crop is the original image
+    # magnified by its resize rate r, so that camera sees the object at distance d / r
+    rates = np.array([annotation.resize_rate(annotation.load(lay.annotation_path(n))) for n in names])
+    rel = np.array([p.distance * r / t["distance"] for p, t, r in zip(predictions, truths, rates)])
     assert np.median(np.abs(rel - 1)) < 0.2, rel
 
 
@@ -83,17 +86,22 @@ def test_predictor_finds_off_centre_objects_in_release_images(demo_car):
     found = np.array([[p.shift_x, p.shift_y] for p in predictions])
     miss = np.linalg.norm(found - offsets, axis=1)
     assert np.median(miss) < 0.6 * np.median(np.linalg.norm(offsets, axis=1)), np.c_[found, offsets]
+    # at the training scale of the original image, the distance is the annotated one
+    rel = np.array([p.distance / t["distance"] for p, t in zip(predictions, truths)])
+    assert np.median(np.abs(rel[err < 30] - 1)) < 0.2, rel
 
 
 def test_place_image_centres_and_scales():
     image = np.zeros((40, 100, 3), np.uint8)
     image[10:30, 10:20] = 255                                    # a block left of the centre
-    canvas, scale = place_image(image, (64, 64))
-    assert scale == pytest.approx(0.64) and canvas.shape == (64, 64, 3)
-    rows, cols = np.nonzero(canvas[..., 0] > 128)
+    placed = place_image(image, (64, 64))                        # fitted into the crop
+    assert placed.scale == pytest.approx(0.64) and placed.canvas.shape == (64, 64, 3)
+    rows, cols = np.nonzero(placed.canvas[..., 0] > 128)
     assert abs(cols.mean() - (32 + (15 - 50) * 0.64)) < 1.5 and abs(rows.mean() - 32) < 1.5
-    canvas, scale = place_image(image, (20, 20), scale=1.0)       # overflowing: the centre is kept
-    assert scale == 1.0 and (canvas == 0).all()                  # the block lies outside the 20x20 window
+    assert np.abs(placed.offset).max() <= 0.5                     # centred (to half a pixel)
+    placed = place_image(image, (32, 32), scale=1.0)             # larger than the crop: nothing is cut
+    assert placed.canvas.shape == (40, 104, 3) and placed.canvas.sum() == image.sum()
+    assert placed.offset == (52 - (2 + 50), 20 - (0 + 20))       # canvas centre - image centre
 
 
 def test_predict_cli_writes_what_it_predicts(demo_car, tmp_path, capsys):

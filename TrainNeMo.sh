@@ -7,6 +7,7 @@
 # variable below can be set from the environment, e.g.
 #   GPUS=0,1,2,3 CATEGORIES="car bus" ./TrainNeMo.sh                      # 4 GPUs, faithful
 #   PRESET=demo ./TrainNeMo.sh                                           # synthetic CPU demo
+#   GPUS=0 PRECISION=bf16 ./TrainNeMo.sh                                 # bfloat16 mixed precision
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=host0 GPUS=0,1,2,3 ./TrainNeMo.sh   # on each machine
 set -euo pipefail
 
@@ -19,6 +20,9 @@ PRESET="${PRESET:-faithful}"                 # faithful (real data, the paper) |
 TOTAL_EPOCHS="${TOTAL_EPOCHS:-}"             # empty: the preset's (faithful 800)
 BATCH_SIZE="${BATCH_SIZE:-}"                 # empty: the preset's (faithful 108); the GLOBAL batch
 LEARNING_RATE="${LEARNING_RATE:-}"           # empty: the preset's (faithful 1e-4)
+PRECISION="${PRECISION:-}"                   # empty: the preset's (fp32); bf16: bfloat16 mixed precision
+DOWNLOAD="${DOWNLOAD:-auto}"                 # ImageNet weights not in the torch cache: auto downloads | no
+DOWNLOAD_MIRROR="${DOWNLOAD_MIRROR:-}"       # base URL or folder holding resnet50-0676ba61.pth
 NNODES="${NNODES:-1}"                        # machines (multi-machine: run this script on each)
 NODE_RANK="${NODE_RANK:-0}"                  # this machine's rank
 MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"      # rendezvous host (machine 0)
@@ -32,6 +36,9 @@ args=(--dataroot "$DATAROOT" --exproot "$EXPROOT" --mesh-d "$MESH_DIMENSIONS"
 [[ -n "$TOTAL_EPOCHS" ]] && args+=(--total-epochs "$TOTAL_EPOCHS")
 [[ -n "$BATCH_SIZE" ]] && args+=(--batch-size "$BATCH_SIZE")
 [[ -n "$LEARNING_RATE" ]] && args+=(--lr "$LEARNING_RATE")
+[[ -n "$PRECISION" ]] && args+=(--precision "$PRECISION")
+case "$DOWNLOAD" in auto|no) args+=(--download "$DOWNLOAD") ;; *) echo "error: DOWNLOAD must be auto or no, got '$DOWNLOAD'" >&2; exit 2 ;; esac
+[[ -n "$DOWNLOAD_MIRROR" ]] && args+=(--download-mirror "$DOWNLOAD_MIRROR")
 read -r -a extra <<< "$EXTRA_ARGS"
 args+=("${extra[@]}")
 

@@ -19,6 +19,16 @@ if [[ -z "${NEMOPOSE_NO_MALLOC_TUNING:-}" ]]; then
 fi
 export PYTHONUNBUFFERED=1
 
+# nemopose_yes_no NAME VALUE: print "yes" or "no" for yes/no (also true/false, 1/0, on/off, as
+# the original scripts wrote them); anything else ends the driver with a one-line error.
+nemopose_yes_no() {
+    case "${2,,}" in
+        yes|true|1|on) echo yes ;;
+        no|false|0|off) echo no ;;
+        *) echo "error: $1 must be yes or no (or true/false), got '$2'" >&2; exit 2 ;;
+    esac
+}
+
 # nemopose_launch MODULE ARGS...: run `python -m MODULE ARGS... --device cpu|cuda` on the
 # devices named by the drivers' variables:
 #   GPUS        empty: CPU, one process; "0": one GPU; "0,1,2,3" (or "0, 1, 2, 3"): torchrun,

@@ -7,11 +7,9 @@ import os
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
-from nemopose import train as T
+from nemopose import train as T, train_data
 from nemopose.bank import FeatureBank
-from nemopose.data.datasets import TrainingDataset
 from nemopose.distributed import DistContext
 from nemopose.model import NeMoNet
 
@@ -23,12 +21,11 @@ def one_step(config: T.TrainConfig, ctx: DistContext) -> dict:
     model = NeMoNet(config.backbone, pretrained="random", light_widths=config.light_widths,
                     light_norm=config.light_norm)
     net = DistributedDataParallel(model) if ctx.distributed else model
-    dataset = TrainingDataset(config.dataroot, config.category)
-    sampler = T.GlobalBatchSampler(len(dataset), config.batch_size, ctx, config.seed, 1)
-    batch = next(iter(DataLoader(dataset, batch_sampler=sampler)))
-    bank = FeatureBank(dataset.num_vertices, max_group=config.max_group,
+    meshes, _ = train_data.build_meshes(config)
+    batch = next(iter(train_data.build_loader(meshes, config, ctx)))
+    bank = FeatureBank(meshes[0].num_vertices, max_group=config.max_group,
                        generator=torch.Generator().manual_seed(1))
-    loss, stats = T.training_step(net, bank, batch, config, ctx, epoch=0, mesh_index=1, distance_thr=12.0)
+    loss, stats = T.training_step(net, bank, batch, config, ctx, distance_thr=12.0)
     loss.backward()
     return {"grads": {k: p.grad.clone() for k, p in model.named_parameters()}, "memory": bank.memory.clone(),
             "stats": stats}

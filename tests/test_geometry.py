@@ -153,3 +153,18 @@ def test_real_sample_projection_agrees_with_bbox(shared_data):
     bx0, by0, bx1, by1 = anno["bbox"]
     # Within the tolerance the spec documents (annotation noise of the real dataset).
     assert abs(x0 - bx0) < 5 and abs(x1 - bx1) < 20 and abs(y0 - by0) < 6 and abs(y1 - by1) < 12
+
+
+def test_distance_units_convert_through_the_crop():
+    """A crop rescales the image by r = s d / 5, so every object of a crop sits at one render
+    distance (the crop module's relation), and the conversion inverts exactly."""
+    from nemopose.data import crop
+
+    for d in (0.7, 5.0, 12.3):
+        for scale, crop_hw in ((1.0, (256, 672)), (0.5, (128, 336))):
+            rate = scale * d / 5
+            map_size = (crop_hw[0] // 8, crop_hw[1] // 8)
+            render_d = geometry.render_distance(d, rate, map_size)
+            assert render_d == pytest.approx(crop.render_distance_for_crop(crop_hw, scale))
+            assert geometry.pascal_distance(render_d, rate, map_size) == pytest.approx(d)
+    assert geometry.render_distance(5.0, 1.0, (32, 84)) == pytest.approx(5.328, abs=1e-3)   # car at scale 1

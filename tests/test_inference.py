@@ -128,17 +128,35 @@ def test_torchrun_two_ranks_equal_one(trained, tmp_path):
     assert one.mean.n == len(rows_two)
 
 
-def test_predict_on_unlabeled_images(trained, tmp_path):
-    from nemopose import predict
+def test_all_categories_means_the_trained_ones(trained, caplog):
+    """Only car is trained (aeroplane and chair are prepared too): "all" evaluates car, says
+    once which prepared categories have no checkpoint, and writes the table."""
+    import logging
 
-    dataroot, exproot = trained
-    lay = layout.split_layout(dataroot, "val", "car")
-    images = [str(lay.image_path(n)) for n in layout.read_list(lay.mesh_list_path("single", 1))[:2]]
-    assert predict.main(["--category", "car", "--images", *images, "--exproot", str(exproot), "--dataroot",
-                         str(dataroot), "--image-scale", "0.5", "--steps", "10", "--out", str(tmp_path)]) == 0
-    text = (tmp_path / "predictions.csv").read_text().splitlines()
-    assert text[0].startswith("image,azimuth") and len(text) == 3
-    assert len(list(tmp_path.glob("*_pose.png"))) == 2
+    with caplog.at_level(logging.WARNING, logger="nemopose.inference"):
+        table = inference.run(config(trained, categories=None, fused=True))
+    assert list(table.per_category) == ["car"]
+    said = [r.getMessage() for r in caplog.records if "no checkpoint" in r.getMessage()]
+    assert len(said) == 1 and "aeroplane, chair" in said[0]
+    png = Experiment(trained[1], "single").accuracy_file("L0", "png")
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predicted_distance_is_in_pascal3d_units(trained):
+    """The CSV's distance is the solver's render distance converted with the crop's resize
+    rate (the render distance is in its own column)."""
+    from nemopose import geometry
+
+    table = inference.run(config(trained, fused=True))
+    rows = evaluate.load_predictions_csv(Experiment(trained[1], "single").predictions_csv("L0"))
+    lay = layout.split_layout(trained[0], "val", "car")
+    info = layout.load_dataset_info(lay.root)
+    for r in rows:
+        anno = annotation.load(lay.annotation_path(r["name"]))
+        rate, map_size = annotation.resize_rate(anno), info.feature_map_size("car")
+        assert r["distance"] == pytest.approx(float(geometry.pascal_distance(r["render_distance"], rate, map_size)),
+                                              rel=1e-5)
+    assert table.mean.n == len(rows)
 
 
 def test_viewpoint_statistics(tiny_dataroot, tmp_path, capsys):

@@ -174,3 +174,29 @@ def test_precise_batchnorm_matches_training_statistics():
         after = float((net(images) - train_out).abs().max())
     assert before > 0.1 and after < 0.02 and after < before / 10, (before, after)
     assert all(m.momentum == 0.1 for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_bf16_autocast_runs_the_backbone_in_bf16_and_the_head_in_fp32():
+    """Under the bf16 training context the backbone computes in bfloat16, but the features
+    leave the network as float32 unit vectors close to the fp32 ones; weights stay float32."""
+    from nemopose.precision import network_autocast
+    torch.manual_seed(0)
+    net = M.NeMoNet("light", pretrained="random", light_widths=(8, 16, 32, 32, 64)).eval()
+    gen = torch.Generator().manual_seed(2)
+    images = torch.randn(2, 3, 64, 168, generator=gen)
+    vidx = torch.randint(0, 8 * 21, (2, 9), generator=gen)
+    cidx = M.sample_clutter_index(vidx, 8 * 21, 5, generator=gen)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        reference = net(images, vidx, cidx)
+        with network_autocast("bf16", cpu):
+            assert net.backbone(images).dtype == torch.bfloat16
+            feats, fmap = net(images, vidx, cidx), net(images)
+        with network_autocast("fp32", cpu):
+            assert net.backbone(images).dtype == torch.float32
+    assert feats.dtype == fmap.dtype == torch.float32
+    torch.testing.assert_close(feats.norm(dim=2), torch.ones(2, 14))     # normalised in fp32: exact
+    torch.testing.assert_close(fmap.norm(dim=1), torch.ones(2, 8, 21))
+    cosine = (feats * reference).sum(-1)
+    assert float(cosine.min()) > 0.99 and not torch.equal(feats, reference)   # bf16 rounding, small
+    assert all(p.dtype == torch.float32 for p in net.parameters())

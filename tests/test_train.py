@@ -1,6 +1,7 @@
 """Training: quirk helpers, sampling, datasets, loss decrease, checkpoints, exact resume,
 distributed equivalence and the CLI, on a tiny fake prepared dataset."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from fakedata import make_fake_dataset
-from nemopose import checkpoint, constants, experiment, train as T, train_config
+from nemopose import checkpoint, constants, experiment, train as T, train_config, train_data
 from nemopose.experiment import Experiment
 from nemopose.data import annotation, datasets, layout
 from nemopose.distributed import DistContext
@@ -72,11 +73,11 @@ def test_faithful_defaults():
 
 @pytest.mark.parametrize("size,batch,world", [(10, 4, 2), (11, 6, 3), (9, 4, 1), (5, 4, 4)])
 def test_global_batches_split_across_ranks(size, batch, world):
-    ranks = [T.GlobalBatchSampler(size, batch, DistContext(rank=r, world_size=world), seed=3, mesh_index=1)
+    ranks = [train_data.GlobalBatchSampler(size, batch, DistContext(rank=r, world_size=world), seed=3, mesh_index=1)
              for r in range(world)]
     for s in ranks:
         s.set_epoch(2)
-    single = T.GlobalBatchSampler(size, batch, DistContext(), seed=3, mesh_index=1)
+    single = train_data.GlobalBatchSampler(size, batch, DistContext(), seed=3, mesh_index=1)
     single.set_epoch(2)
     per_rank = [list(s) for s in ranks]
     assert len({len(p) for p in per_rank}) == 1 and len(per_rank[0]) == len(ranks[0])
@@ -84,7 +85,7 @@ def test_global_batches_split_across_ranks(size, batch, world):
     expected = [b for b in single if len(b) >= world]
     assert merged == expected               # rank order reproduces each global batch
     assert sorted(sum(list(single), [])) == list(range(size))
-    other = T.GlobalBatchSampler(size, batch, DistContext(), seed=3, mesh_index=1)
+    other = train_data.GlobalBatchSampler(size, batch, DistContext(), seed=3, mesh_index=1)
     other.set_epoch(3)
     if size > 2:
         assert list(other) != list(single)  # reshuffled per epoch
@@ -228,10 +229,124 @@ def test_cli_presets_and_overrides(fake_root):
     assert cfg.backbone == "light" and cfg.pretrained == "random" and cfg.total_epochs == 3
     assert cfg.batch_size == train_config.PRESETS["demo"]["batch_size"]
     faithful = T.config_from_args(parser.parse_args([]), "bus")
-    assert faithful == T.TrainConfig(category="bus")
+    assert faithful == T.TrainConfig(category="bus") and faithful.precision == "fp32"
+    bf16 = T.config_from_args(parser.parse_args(["--precision", "bf16", "--prefetch-factor", "4"]), "car")
+    assert bf16.precision == "bf16" and bf16.prefetch_factor == 4
+    with pytest.raises(ValueError, match="precision must be one of"):
+        T.TrainConfig(precision="fp16").validate()
     old = T.config_from_args(parser.parse_args(["--sperate_bank", "True", "--no-cache-images"]), "car")
     assert old.separate_bank is True and old.cache_images is False
     assert layout.prepared_categories(fake_root, "single") == ["car"]
+
+
+# ----------------------------------------------------------------------------- loader and precision
+
+
+def _epoch_batches(loader, epoch):
+    loader.batch_sampler.set_epoch(epoch)
+    return [{k: batch[k].clone() for k in ("mesh", "index", "image", "vertex_index", "clutter_index")}
+            for batch in loader]
+
+
+def test_loader_with_persistent_workers_equals_in_process_loading(fake_root):
+    """Two persistent workers and in-process loading give identical batches, epoch after
+    epoch (the epoch travels in the sample keys); the workers survive between epochs."""
+    cfg = _config(fake_root, "unused", workers=0)
+    meshes, _ = train_data.build_meshes(cfg)
+    inline = train_data.build_loader(meshes, cfg, DistContext())
+    pooled = train_data.build_loader(meshes, _config(fake_root, "unused", workers=2, prefetch_factor=1),
+                                     DistContext())
+    assert pooled.persistent_workers and not inline.persistent_workers
+    seen, pids = [], []
+    for epoch in (0, 1, 0):
+        a, b = _epoch_batches(inline, epoch), _epoch_batches(pooled, epoch)
+        pids.append([w.pid for w in pooled._iterator._workers])
+        assert len(a) == len(b) == 3                          # 10 images, batch 4: 4 + 4 + 2
+        for x, y in zip(a, b):
+            for key in x:
+                assert torch.equal(x[key], y[key]), (epoch, key)
+        seen.append(a)
+    assert pids[0] == pids[1] == pids[2]                      # not restarted per epoch
+    assert seen[0][0]["image"].dtype == torch.uint8           # normalised on the device
+    # each epoch is its own shuffle and clutter draw; the same epoch again is the same
+    assert not torch.equal(seen[0][0]["index"], seen[1][0]["index"])
+    for x, y in zip(seen[0], seen[2]):
+        assert torch.equal(x["clutter_index"], y["clutter_index"])
+    for batch in seen[0]:                                     # clutter cells hold no vertex
+        for v, c in zip(batch["vertex_index"], batch["clutter_index"]):
+            assert not set(c.tolist()) & set(v.tolist()) and len(set(c.tolist())) == cfg.num_noise
+
+
+def test_channels_last_step_equals_the_default_layout(fake_root, monkeypatch):
+    """The layout bf16 uses on CUDA (channels_last model and inputs), run here on the CPU in
+    fp32: the same loss, bank update and gradients as the default layout."""
+    from nemopose import precision
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert precision.memory_format("bf16", cuda) == torch.channels_last
+    assert precision.memory_format("fp32", cuda) == precision.memory_format("bf16", cpu) == torch.contiguous_format
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.check_precision("fp16", cpu)
+    cfg = _config(fake_root, "unused")
+    meshes, _ = train_data.build_meshes(cfg)
+    batch = next(iter(train_data.build_loader(meshes, cfg, DistContext())))
+    results = []
+    for layout_ in (torch.contiguous_format, torch.channels_last):
+        monkeypatch.setattr(T, "memory_format", lambda *_: layout_)
+        torch.manual_seed(0)
+        model = T.build_model(cfg, cpu)
+        bank = T.build_banks(cfg, meshes, cpu)[0]
+        loss, stats = T.training_step(model, bank, batch, cfg, DistContext(), distance_thr=12.0)
+        loss.backward()
+        results.append((stats["loss"], bank.memory, {k: p.grad for k, p in model.named_parameters()}))
+    assert model.backbone.stages[0][0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    (loss_a, memory_a, grads_a), (loss_b, memory_b, grads_b) = results
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    torch.testing.assert_close(memory_b, memory_a, atol=1e-5, rtol=0)
+    # float32 summation order only; the biases of the convolutions before a BatchNorm have a
+    # zero gradient in exact arithmetic (noise only), hence the floor at 1e-3 of the mean norm
+    floor = 1e-3 * float(torch.stack([g.norm() for g in grads_a.values()]).mean())
+    rel = sorted((float((grads_b[k] - g).norm() / (g.norm() + floor)), k) for k, g in grads_a.items())
+    assert rel[-1][0] < 5e-2, rel[-3:]     # measured: < 5e-3; a layout mix-up gives ~1
+
+
+@pytest.fixture(scope="module")
+def fp32_and_bf16_runs(fake_root, tmp_path_factory):
+    """The same short run (same seed) in fp32 and in bf16."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        cfg = _config(fake_root, tmp_path_factory.mktemp(precision), total_epochs=4, accumulate=1,
+                      accumulation="aligned", lr=2e-3, resume_every=0, precision=precision)
+        runs[precision] = (cfg, T.train(cfg))
+    return runs
+
+
+def test_bf16_training_ends_near_fp32_and_records_its_precision(fp32_and_bf16_runs, fake_root):
+    (_, fp32), (cfg, bf16) = fp32_and_bf16_runs["fp32"], fp32_and_bf16_runs["bf16"]
+    loss32, loss16 = [h["loss"] for h in fp32["history"]], [h["loss"] for h in bf16["history"]]
+    assert loss16 != loss32                                   # bf16 did run (rounding differs)
+    assert loss16[-1] < 0.8 * loss16[0]                       # it learns
+    assert abs(loss16[-1] - loss32[-1]) <= 0.10 * loss32[-1], (loss32, loss16)
+    ckpt = checkpoint.load_checkpoint(bf16["checkpoint"])
+    assert ckpt["config"]["precision"] == "bf16"
+    assert json.loads(Experiment(cfg.exproot, "single").train_config_path("car").read_text())["precision"] == "bf16"
+    # inference on the bf16-trained checkpoint: an ordinary fp32 network
+    net, memories, info = checkpoint.load_network(ckpt)
+    assert info["precision"] == "bf16" and all(p.dtype == torch.float32 for p in net.parameters())
+    images = torch.stack([datasets.TestDataset(fake_root, "car")[i]["image"] for i in range(2)])
+    with torch.no_grad():
+        fmap = net(images)
+    assert fmap.dtype == torch.float32 and torch.isfinite(fmap).all()
+    torch.testing.assert_close(fmap.norm(dim=1), torch.ones(2, *fmap.shape[2:]))
+
+
+def test_resume_in_another_precision_is_allowed_with_a_warning(fp32_and_bf16_runs, caplog):
+    cfg, _ = fp32_and_bf16_runs["fp32"]
+    more = dataclasses.replace(cfg, precision="bf16", total_epochs=5)   # continue the fp32 run in bf16
+    with caplog.at_level("WARNING", logger="nemopose.checkpoint"):
+        out = T.train(more)
+    assert out["epochs_run"] == 1 and out["last_epoch"] == 4
+    assert "resuming in bf16 a run trained so far in fp32" in caplog.text
+    assert checkpoint.load_checkpoint(out["checkpoint"])["config"]["precision"] == "bf16"
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -291,10 +406,10 @@ def test_distributed_gradients_equal_one_process(fake_root, tmp_path):
 
 
 def test_train_driver_script(fake_root, tmp_path):
-    """TrainNeMo.sh with the demo preset on CPU trains, writes the final checkpoint, and a
-    second run resumes (nothing left to do)."""
+    """TrainNeMo.sh with the demo preset on CPU (PRECISION=bf16) trains, writes the final
+    checkpoint, and a second run resumes (nothing left to do)."""
     env = dict(os.environ, DATAROOT=str(fake_root), EXPROOT=str(tmp_path), PRESET="demo", TOTAL_EPOCHS="1",
-               BATCH_SIZE="4", CATEGORIES="all", NEMOPOSE_PYTHON=sys.executable, GPUS="",
+               BATCH_SIZE="4", CATEGORIES="all", NEMOPOSE_PYTHON=sys.executable, GPUS="", PRECISION="bf16",
                EXTRA_ARGS="--light-widths 8,16,32,32,64 --max-group 8")
     for _ in range(2):
         proc = subprocess.run(["bash", str(REPO / "TrainNeMo.sh")], env=env, capture_output=True, text=True,
@@ -302,6 +417,7 @@ def test_train_driver_script(fake_root, tmp_path):
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (tmp_path / "NeMo_single" / "saved_model_car_00.pth").is_file()
     assert "already trained" in proc.stderr
+    assert json.loads((tmp_path / "NeMo_single" / "config_car.json").read_text())["precision"] == "bf16"
 
 
 def test_feature_quality_after_training(fake_root, tmp_path):

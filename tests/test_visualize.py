@@ -52,3 +52,35 @@ def test_plot_and_gif(tmp_path):
     traj = np.linspace([0.5, 0.2, 0.0, 5.5], [1.0, 0.3, 0.1, 5.0], 30)
     gif = visualize.save_optimisation_gif(tmp_path / "a.gif", image, verts, faces, traj, every=10)
     assert Image.open(gif).n_frames == 4
+
+
+def test_ground_truth_is_drawn_where_the_annotation_says(tiny_dataroot):
+    """The visualiser draws an annotated pose after converting its PASCAL3D+ distance to the
+    render camera's: the object's CAD model drawn at the ground truth covers the annotated
+    object box of the crop to within a few pixels (with the PASCAL3D+ distance passed
+    unconverted it would not)."""
+    from nemopose import constants, geometry
+    from nemopose.data import annotation, layout
+    from nemopose.data.pascal3d import Pascal3DRelease
+
+    release = Pascal3DRelease(layout.release_root(tiny_dataroot))
+    diffs, unconverted = [], []
+    for cat in ("car", "aeroplane", "chair"):
+        lay = layout.split_layout(tiny_dataroot, "val", cat)
+        info = layout.load_dataset_info(lay.root)
+        crop, map_size = info.image_size(cat), info.feature_map_size(cat)
+        for path in sorted(lay.annotations.glob("*.npz")):
+            anno = annotation.load(path)
+            pose = annotation.pose(anno)
+            render_d = float(geometry.render_distance(pose["distance"], annotation.resize_rate(anno), map_size))
+            verts, faces = mesh.load_off(release.cad_dir(cat) / f"{int(anno['cad_index']):02d}.off")
+            box_obj = anno["box_obj"][:4].astype(int)
+            for d, out in ((render_d, diffs), (pose["distance"], unconverted)):
+                mask, _ = visualize.render_silhouette(verts, faces, (pose["azimuth"], pose["elevation"],
+                                                                     pose["theta"], d), crop)
+                rows, cols = np.nonzero(mask)
+                box = np.array([rows.min(), rows.max() + 1, cols.min(), cols.max() + 1]) if len(rows) else \
+                    np.zeros(4, int)
+                out.append(np.abs(box - box_obj).max())
+    assert max(diffs) <= 6 and np.median(diffs) <= 2, diffs
+    assert np.median(unconverted) > 10, unconverted

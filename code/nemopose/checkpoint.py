@@ -73,7 +73,8 @@ def load_network(ckpt: dict[str, Any] | str | os.PathLike, device: torch.device 
     Returns:
         (model in eval mode on ``device``, bank memories ``[(nV + Q, d)]`` per mesh,
         info dict with ``backbone``, ``d_feature``, ``epoch``, ``original``, ``category``,
-        ``image_scale`` and ``synthetic`` of the training data (None when not recorded)).
+        ``image_scale`` and ``synthetic`` of the training data (None when not recorded), and
+        the training ``precision`` (the weights are float32 whatever it was)).
     """
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
@@ -83,7 +84,7 @@ def load_network(ckpt: dict[str, Any] | str | os.PathLike, device: torch.device 
         model = NeMoNet("resnetext", d_feature=d_feature, pretrained="random", test_head_bias=test_head_bias)
         info = {"backbone": "resnetext", "d_feature": d_feature, "original": True,
                 "epoch": None, "category": getattr(ckpt.get("args"), "type_", None), "image_scale": 1.0,
-                "synthetic": False}
+                "synthetic": False, "precision": "fp32"}
     else:
         spec = ckpt["model"]
         model = NeMoNet(spec["backbone"], d_feature=spec["d_feature"], pretrained="random",
@@ -93,7 +94,8 @@ def load_network(ckpt: dict[str, Any] | str | os.PathLike, device: torch.device 
         state = ckpt["state"]
         info = {"backbone": spec["backbone"], "d_feature": spec["d_feature"], "original": False,
                 "epoch": ckpt.get("epoch"), "category": ckpt.get("category"),
-                "image_scale": ckpt.get("data", {}).get("image_scale"), "synthetic": ckpt.get("data", {}).get("synthetic")}
+                "image_scale": ckpt.get("data", {}).get("image_scale"), "synthetic": ckpt.get("data", {}).get("synthetic"),
+                "precision": ckpt.get("config", {}).get("precision", "fp32")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint does not fit a {info['backbone']} network: missing {missing[:4]}, "
@@ -192,6 +194,10 @@ def restore_training(ckpt: dict[str, Any], model: NeMoNet, banks: list[FeatureBa
     for key in ("batch_size", "lr", "lr_schedule", "accumulate", "seed", "T", "weight_noise"):
         if saved.get(key) != config_dict(config)[key]:
             log.warning("resuming with %s = %r (checkpoint: %r)", key, config_dict(config)[key], saved.get(key))
+    saved_precision = saved.get("precision", "fp32")       # checkpoints before the option: fp32
+    if saved_precision != config.precision:
+        log.warning("resuming in %s a run trained so far in %s (allowed: the weights and optimiser state are "
+                    "float32 either way)", config.precision, saved_precision)
     if len(ckpt["banks"]) != len(banks) or ckpt["num_vertices"] != [b.num_vertices for b in banks]:
         raise ValueError(f"{path}: banks for vertex counts {ckpt['num_vertices']}, meshes have "
                          f"{[b.num_vertices for b in banks]}")

@@ -46,7 +46,10 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
             raise
         message = str(exc) if isinstance(exc, NemoPoseError) or exc.filename is None else \
             f"{exc.filename}: {exc.strerror or exc}"
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        first, *details = message.strip().splitlines() or [type(exc).__name__]
+        for line in details:            # the details first, so the last line says what went wrong
+            print(line, file=sys.stderr)
+        print(f"error: {first.rstrip(':')}" + (" (details above)" if details else ""), file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; re-run the same command to continue where it stopped", file=sys.stderr)

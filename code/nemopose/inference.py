@@ -35,9 +35,9 @@ from . import constants, evaluate, geometry
 from .cli import add_categories_argument
 from .data import layout
 from .data.datasets import TestDataset
-from .distributed import DistContext, init as dist_init, shutdown as dist_shutdown
+from .distributed import DistContext, barrier, init as dist_init, shutdown as dist_shutdown
 from .errors import DataNotFound
-from .experiment import Experiment
+from .experiment import Experiment, fetch_authors_checkpoints
 from .neural_mesh import NeuralMesh, load_trained
 from .plots import plot_categories
 from .pose import MeshPoseSolver, SolverConfig
@@ -233,21 +233,30 @@ def gather_rows(rows: list[dict], ctx: DistContext) -> list[dict]:
 
 
 def categories_to_evaluate(cfg: InferenceConfig) -> list[str]:
-    """The requested categories, or (None = all) those with a checkpoint; says once which
-    prepared categories have none. Raises when there is nothing to evaluate."""
+    """The requested categories, or (None = all) those with a checkpoint and prepared val data;
+    says once which prepared categories have no checkpoint (and which checkpoints have no
+    data). Raises when there is nothing to evaluate."""
     if cfg.categories is not None:
         return list(cfg.categories)
     exp = cfg.experiment
-    trained = exp.trained_categories()
+    available = list(exp.authors_checkpoints()) if cfg.checkpoint == "authors" else exp.trained_categories()
     prepared = [c for c in constants.CATEGORIES
                 if layout.split_layout(cfg.dataroot, "val", c, cfg.occ_level).lists3d(cfg.mesh_d).is_dir()]
-    untrained = [c for c in prepared if c not in trained]
+    untrained = [c for c in prepared if c not in available]
     if untrained:
         log.warning("no checkpoint in %s for: %s (not trained; skipped)", exp.checkpoints, ", ".join(untrained))
-    if not trained:
-        raise DataNotFound(f"no trained category: no saved_model_<cat>_*.pth in {exp.checkpoints}; run "
-                           "TrainNeMo.sh first, or evaluate the authors' models with CHECKPOINT=authors")
-    return trained
+    unprepared = [c for c in available if c not in prepared]
+    if unprepared:
+        log.warning("no prepared val data in %s for: %s (skipped; run PrepareData.sh)", cfg.dataroot,
+                    ", ".join(unprepared))
+    categories = [c for c in constants.CATEGORIES if c in available and c in prepared]
+    if not categories:
+        if not available:
+            raise DataNotFound(f"no trained category: no saved_model_<cat>_*.pth in {exp.checkpoints}; run "
+                               "TrainNeMo.sh first, or evaluate the authors' models with CHECKPOINT=authors")
+        raise DataNotFound(f"no prepared val data in {cfg.dataroot} for the trained categories "
+                           f"({', '.join(available)}); run PrepareData.sh first")
+    return categories
 
 
 def run(cfg: InferenceConfig, ctx: DistContext | None = None) -> evaluate.AccuracyTable | None:
@@ -324,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop when the losses change less than this over 20 steps (default: never)")
     p.add_argument("--perspective-correct", action="store_true",
                    help="perspective-correct barycentrics (PyTorch3D >= 0.3 default; the paper used screen-space)")
+    p.add_argument("--download", default="auto", choices=("auto", "no"),
+                   help="--checkpoint authors: download their models when missing (auto, default) or never (no)")
+    p.add_argument("--download-mirror", default=None,
+                   help="base URL or folder holding NeMo_Single_799.zip / NeMo_Multi_799.zip (default: Google Drive)")
+    p.add_argument("--keep-archives", action="store_true", help="keep the downloaded archive (default: delete)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -346,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     ctx = dist_init(cfg.device)
     try:
+        if cfg.checkpoint == "authors":      # rank 0 downloads, the others wait
+            if ctx.is_main:
+                fetch_authors_checkpoints(cfg.experiment, mirror=args.download_mirror, download=args.download,
+                                          keep_archive=args.keep_archives)
+            barrier(ctx)
         if run(cfg, ctx) is not None:   # rank 0: print the table it wrote
             print(cfg.experiment.accuracy_file(cfg.occ_level, "txt").read_text(), end="", flush=True)
     finally:

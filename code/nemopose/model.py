@@ -298,12 +298,18 @@ class NeMoNet(nn.Module):
         if int(index.max()) >= flat.shape[1] or int(index.min()) < 0:
             raise ValueError(f"cell index out of range for a {tuple(fmap.shape[2:])} feature map")
         picked = torch.gather(flat, 1, index.unsqueeze(-1).expand(-1, -1, c))   # (B, K, C)
-        return F.normalize(self.head(picked), p=2, dim=2)
+        # The head and the normalisation run in float32 even when the backbone runs under
+        # autocast (bf16 training, nemopose.precision): the features are compared with the bank
+        # at temperature 0.07, where bf16 rounding would be visible. A tiny share of the work.
+        with torch.autocast(picked.device.type, enabled=False):
+            return F.normalize(self.head(picked.float()), p=2, dim=2)
 
     def _head_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        # float32 head and normalisation, as in the training forward
         weight = self.head.weight[:, :, None, None]        # (d, C, 1, 1)
         bias = self.head.bias if self.test_head_bias else None
-        return F.normalize(F.conv2d(fmap, weight, bias), p=2, dim=1)
+        with torch.autocast(fmap.device.type, enabled=False):
+            return F.normalize(F.conv2d(fmap.float(), weight, bias), p=2, dim=1)
 
 
 # ----------------------------------------------------------------------------- pretrained weights
@@ -314,10 +320,33 @@ def imagenet_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / RESNET50_IMAGENET_FILE
 
 
+def fetch_imagenet_weights(download: str = "auto", mirror: str | None = None, progress: bool = True) -> Path:
+    """The ImageNet ResNet-50 weights in the torch hub cache, downloaded when missing (and
+    ``download == "auto"``) through torchvision's weights (``ResNet50_Weights.IMAGENET1K_V1``,
+    hash-checked, torch's progress bar) or from ``<mirror>/resnet50-0676ba61.pth``.
+
+    Raises:
+        PretrainedWeightsMissing with instructions when they cannot be had.
+    """
+    from .download import DownloadError, imagenet_resnet50, mirror_url
+
+    path = imagenet_weights_path()
+    if path.is_file():
+        return path
+    if download == "no":
+        raise PretrainedWeightsMissing(f"ImageNet ResNet-50 weights not found at {path} and downloading is off; "
+                                       f"put {RESNET50_IMAGENET_URL} there, or use --pretrained random")
+    try:
+        return imagenet_resnet50(mirror_url(mirror, RESNET50_IMAGENET_FILE) if mirror else None, progress=progress)
+    except DownloadError as exc:
+        raise PretrainedWeightsMissing(str(exc)) from exc
+
+
 def load_resnet50(pretrained: str | os.PathLike | None) -> torchvision.models.ResNet:
     """A torchvision ResNet-50, with ImageNet weights unless ``pretrained == 'random'``.
 
-    Never downloads: 'imagenet' reads the local torch cache; a path reads that file.
+    Does not download: 'imagenet' reads the local torch cache (:func:`fetch_imagenet_weights`
+    fills it); a path reads that file.
 
     Raises:
         PretrainedWeightsMissing with instructions when the weights are not available.

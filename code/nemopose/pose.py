@@ -143,15 +143,18 @@ class MeshPoseSolver:
         init_distance: render distance of the initial poses (per category, constants).
         config: :class:`SolverConfig`.
         device: where to compute.
+        render_size: the render camera's square side (see :class:`PoseScorer`).
     """
 
     def __init__(self, verts, faces, vertex_features, map_size: tuple[int, int], init_distance: float,
-                 config: SolverConfig | None = None, device: torch.device | str = "cpu") -> None:
+                 config: SolverConfig | None = None, device: torch.device | str = "cpu",
+                 render_size: int | None = None) -> None:
         self.config = config or SolverConfig()
         self.device = torch.device(device)
         self.scorer = PoseScorer(verts, faces, vertex_features, map_size, method=self.config.method,
                                  perspective_correct=self.config.perspective_correct,
-                                 cull_backfaces=self.config.cull_backfaces, device=self.device)
+                                 cull_backfaces=self.config.cull_backfaces, device=self.device,
+                                 render_size=render_size)
         self.map_size = self.scorer.map_size
         self.init_distance = float(init_distance)
         self.init_grid = initial_poses(self.config).to(self.device, torch.float32)   # (K, 3)

@@ -110,6 +110,9 @@ class PoseScorer:
         vertex_features: (V, C) unit vectors.
         map_size: (h, w) of the feature maps; the render camera is
             :class:`nemopose.render.RenderCamera` over it.
+        render_size: side S of the render camera's square (its focal length is
+            ``(S / 2) / tan 6``); default ``max(map_size)``. Maps larger than the training
+            crops (unlabeled images) keep the training S, so objects keep their distance.
         method: "similarity" (default) or "render" (explicit feature rendering, for tests).
         perspective_correct: rasteriser barycentrics (see :func:`nemopose.render.rasterize`).
         cull_backfaces: drop the faces seen from behind before rasterising (same images for
@@ -122,7 +125,7 @@ class PoseScorer:
 
     def __init__(self, verts, faces, vertex_features, map_size: tuple[int, int], *, method: str = "similarity",
                  perspective_correct: bool = False, cull_backfaces: bool | None = None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", render_size: int | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.device = torch.device(device)
@@ -135,7 +138,7 @@ class PoseScorer:
             raise ValueError(f"vertex_features must be (V={self.verts.shape[0]}, C), "
                              f"got {tuple(self.vertex_features.shape)}")
         self.map_size = (int(map_size[0]), int(map_size[1]))
-        self.camera = render.RenderCamera(self.map_size)
+        self.camera = render.RenderCamera(self.map_size, render_size=render_size)
         self.method = method
         self.perspective_correct = perspective_correct
         self.face_orientation = None               # (F,) outward orientation when culling

@@ -17,9 +17,13 @@ across ranks in contiguous chunks; every rank gathers the global batch's feature
 and applies the same bank update, so banks stay identical. The loss is normalised by global
 counts so that DDP's gradient average equals the single-process gradient.
 
-Randomness is keyed, not streamed: the shuffling of each (epoch, mesh) and the clutter cells
-of each (epoch, mesh, sample) come from seeds derived from ``seed``, so a run is reproducible,
-independent of the number of ranks and resumable exactly.
+Randomness is keyed, not streamed (:mod:`nemopose.train_data`): a run is reproducible,
+independent of the number of ranks and resumable exactly. One data loader per category
+(:func:`~nemopose.train_data.build_loader`), built once, with workers that persist across
+epochs and do the per-sample work while the network trains.
+
+Precision (:mod:`nemopose.precision`): ``fp32`` (default) or ``bf16`` autocast around the
+network's forward; the head, the normalisation, the loss, the bank and the weights stay fp32.
 
 CLI: ``python -m nemopose.train --dataroot data --categories car --preset faithful``
 (see ``--help``; TrainNeMo.sh drives it).
@@ -33,130 +37,47 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint, constants, distributed
 from .bank import FeatureBank, nemo_loss
 from .cli import add_categories_argument, run as run_cli
 from .data import layout
-from .data.datasets import TrainingDataset, mesh_list_path
+from .data.datasets import normalize_image
 from .distributed import DistContext
 from .errors import DataNotFound
 from .experiment import Experiment
-from .mesh import load_off
-from .model import STRIDE, NeMoNet, recalibrate_batchnorm, sample_clutter_index, vertex_cell_index
+from .model import NeMoNet, fetch_imagenet_weights, recalibrate_batchnorm
+from .precision import PRECISIONS, check_precision, memory_format, network_autocast
 from .train_config import (LR_SCHEDULES, PRESETS, TrainConfig, TrainState, aligned_should_step, config_dict,
                            effective_distance_thr, learning_rate, original_should_step)
+from .train_data import TAG_BANK, MeshData, build_loader, build_meshes, derived_seed
 from .utils import append_jsonl, atomic_write_json, seed_everything, setup_logging
 
 log = logging.getLogger(__name__)
 
-# ----------------------------------------------------------------------------- keyed randomness
+# ----------------------------------------------------------------------------- network and banks
 
 
-def derived_seed(*keys: int) -> int:
-    """A 63-bit seed derived from integer keys (stable across processes and platforms)."""
-    lo, hi = (int(v) for v in np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32))
-    return (lo | (hi << 32)) & ((1 << 63) - 1)
-
-
-_TAG_SHUFFLE, _TAG_CLUTTER, _TAG_BANK = 1, 2, 3
-
-
-class GlobalBatchSampler(Sampler[list[int]]):
-    """Shuffled global batches of one mesh's dataset; each rank takes its contiguous chunk.
-
-    Global batch k of epoch e is ``perm_e[k*B:(k+1)*B]`` with ``perm_e`` drawn from a seed of
-    (seed, epoch, mesh); rank r gets chunk r of ``tensor_split(world)``, so concatenating
-    the ranks' batches in rank order gives back the global batch (what the bank update sees).
-    The last, smaller global batch is kept (as the original's drop_last=False) unless it has
-    fewer images than ranks.
-    """
-
-    def __init__(self, size: int, batch_size: int, ctx: DistContext, seed: int, mesh_index: int,
-                 shuffle: bool = True):
-        if batch_size < ctx.world_size:
-            raise ValueError(f"global batch {batch_size} is smaller than the {ctx.world_size} ranks")
-        self.size, self.batch_size, self.ctx = size, batch_size, ctx
-        self.seed, self.mesh_index, self.shuffle = seed, mesh_index, shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def global_batches(self) -> list[torch.Tensor]:
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(derived_seed(self.seed, _TAG_SHUFFLE, self.epoch, self.mesh_index))
-            perm = torch.randperm(self.size, generator=gen)
-        else:
-            perm = torch.arange(self.size)
-        batches = list(torch.split(perm, self.batch_size))
-        return [b for b in batches if len(b) >= self.ctx.world_size]
-
-    def __iter__(self):
-        for batch in self.global_batches():
-            yield batch.tensor_split(self.ctx.world_size)[self.ctx.rank].tolist()
-
-    def __len__(self) -> int:
-        full, rest = divmod(self.size, self.batch_size)
-        return full + (1 if rest >= self.ctx.world_size else 0)
-
-
-# ----------------------------------------------------------------------------- state
-
-
-@dataclass
-class MeshData:
-    """One mesh of the category: its index (1-based), vertex count, dataset and loader."""
-
-    index: int
-    num_vertices: int
-    dataset: TrainingDataset | None
-    loader: DataLoader | None
-
-
-def build_meshes(config: TrainConfig, ctx: DistContext) -> tuple[list[MeshData], layout.DatasetInfo]:
-    """Datasets and loaders of every mesh of the category; returns them and the dataset's info."""
-    mesh_paths = layout.cuboid_paths(config.dataroot, config.mesh_d, config.category)
-    split = layout.split_layout(config.dataroot, "train", config.category)
-    info = layout.load_dataset_info(split.root)
-    meshes = []
-    for i, mesh_path in enumerate(mesh_paths, start=1):
-        num_vertices = load_off(mesh_path)[0].shape[0]
-        list_path = mesh_list_path(split, config.mesh_d, i, config.azimuth_bins)
-        if not list_path.is_file() or not layout.read_list(list_path):
-            # As the original: a mesh without training images keeps its (initial) bank.
-            log.warning("%s mesh%02d: no training images (%s); its bank stays untrained", config.category, i, list_path)
-            meshes.append(MeshData(i, num_vertices, None, None))
-            continue
-        dataset = TrainingDataset(config.dataroot, config.category, config.mesh_d, i,
-                                  vertex_weights=config.vertex_weights, cache_images=config.cache_images,
-                                  azimuth_bins=config.azimuth_bins)
-        if dataset.num_vertices != num_vertices:
-            raise ValueError(f"{list_path}: annotations have {dataset.num_vertices} vertices but {mesh_path} has "
-                             f"{num_vertices}; re-run the preparation for this mesh")
-        sampler = GlobalBatchSampler(len(dataset), config.batch_size, ctx, config.seed, i)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers,
-                            pin_memory=ctx.device.type == "cuda")
-        meshes.append(MeshData(i, num_vertices, dataset, loader))
-    if all(m.dataset is None for m in meshes):
-        raise FileNotFoundError(f"no training images for {config.category} in {split.lists3d(config.mesh_d)}; "
-                                "run PrepareData.sh first")
-    return meshes, info
+def build_model(config: TrainConfig, device: torch.device) -> NeMoNet:
+    """The network of ``config`` on ``device``; float32 weights whatever the precision, in
+    channels_last for bf16 on CUDA (:func:`nemopose.precision.memory_format`)."""
+    model = NeMoNet(config.backbone, config.d_feature, config.pretrained,
+                    light_widths=tuple(config.light_widths), light_norm=config.light_norm)
+    return model.to(device, memory_format=memory_format(config.precision, device))
 
 
 def build_banks(config: TrainConfig, meshes: list[MeshData], device: torch.device) -> list[FeatureBank]:
     return [FeatureBank(m.num_vertices, config.d_feature, config.num_noise, config.max_group, config.momentum,
                         mean_over_visible=config.bank_mean == "visible",
-                        generator=torch.Generator().manual_seed(derived_seed(config.seed, _TAG_BANK, m.index)))
+                        generator=torch.Generator().manual_seed(derived_seed(config.seed, TAG_BANK, m.index)))
             .to(device) for m in meshes]
 
 
@@ -164,28 +85,30 @@ def build_banks(config: TrainConfig, meshes: list[MeshData], device: torch.devic
 
 
 def training_step(model: torch.nn.Module, bank: FeatureBank, batch: dict[str, Any], config: TrainConfig,
-                  ctx: DistContext, epoch: int, mesh_index: int, distance_thr: float) -> tuple[torch.Tensor, dict]:
+                  ctx: DistContext, distance_thr: float) -> tuple[torch.Tensor, dict]:
     """Forward, loss and bank update of one (local) batch; the caller back-propagates.
 
+    Args:
+        batch: collated :class:`~nemopose.train_data.TrainingSamples` items of one mesh:
+            ``image`` uint8 ``(b, 3, H, W)``, ``vertex_pixels`` ``(b, nV, 2)``, ``weights``
+            ``(b, nV)``, ``vertex_index`` ``(b, nV)``, ``clutter_index`` ``(b, n_noise)``.
     Returns:
         (loss to back-propagate on this rank, stats with the GLOBAL batch's ``loss``,
         ``ce``, ``clutter`` (floats) and ``images``).
     """
     device = ctx.device
-    images = batch["image"].to(device, non_blocking=True)
-    pixels, weights = batch["vertex_pixels"], batch["weights"]                  # (b, nV, 2), (b, nV)
-    height, width = images.shape[-2:]
-    if height % STRIDE or width % STRIDE:
-        raise ValueError(f"image size {height}x{width} is not a multiple of the stride {STRIDE}")
-    vertex_index = vertex_cell_index(pixels, (height, width))                   # (b, nV)
-    seeds = [derived_seed(config.seed, _TAG_CLUTTER, epoch, mesh_index, int(i)) for i in batch["index"]]
-    clutter_index = sample_clutter_index(vertex_index, (height // STRIDE) * (width // STRIDE),
-                                         config.num_noise, seeds=seeds)          # (b, n_noise)
-    features = model(images, vertex_index.to(device), clutter_index.to(device))  # (b, nV + n_noise, d)
-    pixels, weights = pixels.to(device), weights.to(device)
+    images = normalize_image(batch["image"].to(device, non_blocking=True))     # (b, 3, H, W) float32
+    images = images.contiguous(memory_format=memory_format(config.precision, device))
+    vertex_index = batch["vertex_index"].to(device, non_blocking=True)         # (b, nV)
+    clutter_index = batch["clutter_index"].to(device, non_blocking=True)       # (b, n_noise)
+    with network_autocast(config.precision, device):
+        features = model(images, vertex_index, clutter_index)                   # (b, nV + n_noise, d) fp32
+    pixels = batch["vertex_pixels"].to(device, non_blocking=True)               # (b, nV, 2)
+    weights = batch["weights"].to(device, non_blocking=True)                    # (b, nV)
 
-    # Global counts, so that the DDP average of the ranks' gradients is the global-batch one.
-    local = torch.tensor([float((weights > 0).sum()), float(features.shape[0])], device=device)
+    # Global counts, so that the DDP average of the ranks' gradients is the global-batch one
+    # (counted on the CPU copy: no wait for the device here).
+    local = torch.tensor([float((batch["weights"] > 0).sum()), float(features.shape[0])], device=device)
     total_rows, total_images = distributed.all_reduce_sum(local, ctx).tolist()
     nv = bank.num_vertices
     noise_entries = total_images * config.num_noise * nv
@@ -202,43 +125,43 @@ def training_step(model: torch.nn.Module, bank: FeatureBank, batch: dict[str, An
                   "images": int(total_images)}
 
 
-def train_one_epoch(model: torch.nn.Module, banks: list[FeatureBank], meshes: list[MeshData],
+def train_one_epoch(model: torch.nn.Module, banks: list[FeatureBank], meshes: list[MeshData], loader: DataLoader,
                     optimizer: torch.optim.Optimizer, ctx: DistContext, epoch: int, state: TrainState,
                     config: TrainConfig, distance_thr: float,
                     on_iteration: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """One pass over every mesh's training list. Returns the epoch's stats (global means)."""
+    """One pass over every mesh's training list (``loader`` from
+    :func:`~nemopose.train_data.build_loader`, mesh after mesh). Returns the epoch's stats
+    (global means)."""
     model.train()
     should_step = original_should_step if config.accumulation == "original" else aligned_should_step
+    bank_of = {m.index: bank for m, bank in zip(meshes, banks)}
     losses, ces, clutters, images = [], [], [], 0
-    per_mesh = {}
-    for mesh, bank in zip(meshes, banks):
-        if mesh.loader is None:
-            continue
-        mesh.loader.batch_sampler.set_epoch(epoch)
-        mesh_losses = []
-        bar = tqdm(mesh.loader, desc=f"{config.category} epoch {epoch} mesh{mesh.index:02d}", leave=False,
-                   disable=not ctx.is_main or len(mesh.loader) < 10, dynamic_ncols=True)
-        for batch in bar:
-            loss, stats = training_step(model, bank, batch, config, ctx, epoch, mesh.index, distance_thr)
-            if not math.isfinite(stats["loss"]):
-                raise FloatingPointError(
-                    f"non-finite loss {stats['loss']} (ce {stats['ce']}, clutter {stats['clutter']}) for "
-                    f"{config.category} mesh{mesh.index:02d}, epoch {epoch}, iteration {state.iteration}; "
-                    "stopping. Lower the learning rate or check the data; the last checkpoint is intact.")
-            loss.backward()
-            if should_step(state.iteration, config.accumulate):
-                optimizer.step()
-                optimizer.zero_grad()
-            state.iteration += 1
-            losses.append(stats["loss"])
-            ces.append(stats["ce"])
-            clutters.append(stats["clutter"])
-            mesh_losses.append(stats["loss"])
-            images += stats["images"]
-            bar.set_postfix(loss=f"{stats['loss']:.4f}")
-            if on_iteration is not None:
-                on_iteration(epoch, state.iteration)
-        per_mesh[f"mesh{mesh.index:02d}"] = float(np.mean(mesh_losses)) if mesh_losses else None
+    mesh_losses: dict[int, list[float]] = {m.index: [] for m in meshes if m.dataset is not None}
+    loader.batch_sampler.set_epoch(epoch)
+    bar = tqdm(loader, desc=f"{config.category} epoch {epoch}", leave=False,
+               disable=not ctx.is_main or len(loader) < 10, dynamic_ncols=True)
+    for batch in bar:
+        mesh_index = int(batch["mesh"][0])                    # a batch holds one mesh's samples
+        loss, stats = training_step(model, bank_of[mesh_index], batch, config, ctx, distance_thr)
+        if not math.isfinite(stats["loss"]):
+            raise FloatingPointError(
+                f"non-finite loss {stats['loss']} (ce {stats['ce']}, clutter {stats['clutter']}) for "
+                f"{config.category} mesh{mesh_index:02d}, epoch {epoch}, iteration {state.iteration}; "
+                "stopping. Lower the learning rate or check the data; the last checkpoint is intact.")
+        loss.backward()
+        if should_step(state.iteration, config.accumulate):
+            optimizer.step()
+            optimizer.zero_grad()
+        state.iteration += 1
+        losses.append(stats["loss"])
+        ces.append(stats["ce"])
+        clutters.append(stats["clutter"])
+        mesh_losses[mesh_index].append(stats["loss"])
+        images += stats["images"]
+        bar.set_postfix(mesh=f"{mesh_index:02d}", loss=f"{stats['loss']:.4f}")
+        if on_iteration is not None:
+            on_iteration(epoch, state.iteration)
+    per_mesh = {f"mesh{i:02d}": float(np.mean(v)) if v else None for i, v in mesh_losses.items()}
     return {"loss": float(np.mean(losses)), "loss_ce": float(np.mean(ces)),
             "loss_clutter": float(np.mean(clutters)), "last_loss": losses[-1], "iterations": len(losses),
             "images": images, "mesh_loss": per_mesh}
@@ -269,15 +192,19 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
     config.validate()
     ctx = ctx or DistContext()
     device = ctx.device
+    check_precision(config.precision, device)
     exp = Experiment(config.exproot, config.mesh_d, config.azimuth_bins)
     if config.separate_bank:
         log.info("--separate-bank has no effect: every rank keeps its own identical copy of the banks")
 
-    meshes, data_info = build_meshes(config, ctx)
+    meshes, data_info = build_meshes(config)
     distance_thr = effective_distance_thr(config, data_info.image_scale)
+    if config.backbone == "resnetext" and config.pretrained == "imagenet":   # rank 0 fills the torch cache
+        if ctx.is_main:
+            fetch_imagenet_weights(config.download, config.download_mirror or None)
+        distributed.barrier(ctx)
     seed_everything(config.seed)
-    model = NeMoNet(config.backbone, config.d_feature, config.pretrained,
-                    light_widths=tuple(config.light_widths), light_norm=config.light_norm).to(device)
+    model = build_model(config, device)
     banks = build_banks(config, meshes, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = TrainState()
@@ -303,14 +230,16 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
     elif config.sync_bn:
         log.info("--sync-bn has no effect in a single process")
 
+    loader = build_loader(meshes, config, ctx)
     n_images = sum(len(m.dataset) for m in meshes if m.dataset is not None)
     if ctx.is_main:
         atomic_write_json(exp.train_config_path(config.category), config_dict(config))
-        log.info("%s: %d mesh(es) with %s vertices, %d training images of %s, backbone %s, global batch %d on "
-                 "%d process(es) (%s), epochs %d..%d, distance_thr %.1f px", config.category, len(meshes),
-                 [m.num_vertices for m in meshes], n_images,
+        log.info("%s: %d mesh(es) with %s vertices, %d training images of %s, backbone %s, precision %s, global "
+                 "batch %d on %d process(es) (%s), %d loader worker(s) per process, epochs %d..%d, "
+                 "distance_thr %.1f px", config.category, len(meshes), [m.num_vertices for m in meshes], n_images,
                  "x".join(map(str, next(m.dataset for m in meshes if m.dataset).image_size)), config.backbone,
-                 config.batch_size, ctx.world_size, device, state.epoch, config.total_epochs - 1, distance_thr)
+                 config.precision, config.batch_size, ctx.world_size, device, config.workers, state.epoch,
+                 config.total_epochs - 1, distance_thr)
 
     start_time, epochs_run = time.perf_counter(), 0
     end_epoch = config.total_epochs if stop_after_epoch is None else min(config.total_epochs, stop_after_epoch + 1)
@@ -321,7 +250,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()
-        stats = train_one_epoch(net, banks, meshes, optimizer, ctx, epoch, state, config, distance_thr,
+        stats = train_one_epoch(net, banks, meshes, loader, optimizer, ctx, epoch, state, config, distance_thr,
                                 on_iteration)
         seconds = time.perf_counter() - t0
         record = {"category": config.category, "epoch": epoch, "lr": lr, **stats, "seconds": round(seconds, 3),
@@ -358,7 +287,8 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
 
 def precise_batchnorm(model: NeMoNet, meshes: list[MeshData], config: TrainConfig, ctx: DistContext) -> None:
     """Re-estimate the BatchNorm running statistics over the training images (each rank its
-    share, then averaged over ranks); see :func:`nemopose.model.recalibrate_batchnorm`."""
+    share, then averaged over ranks); see :func:`nemopose.model.recalibrate_batchnorm`.
+    Always in fp32, whatever the training precision: the statistics serve the fp32 inference."""
     local_batch = max(1, config.batch_size // ctx.world_size)
 
     def batches():
@@ -466,7 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume-every", dest="resume_every", type=int, default=S,
                    help=f"rolling resume checkpoint every N epochs, 0 = off (default {f.resume_every})")
     r.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")
-    r.add_argument("--workers", type=int, default=S, help=f"data loader workers (default {f.workers})")
+    r.add_argument("--workers", type=int, default=S,
+                   help=f"data loader worker processes per rank, kept across epochs (default {f.workers}; demo 0)")
+    r.add_argument("--prefetch-factor", dest="prefetch_factor", type=int, default=S,
+                   help=f"batches each loader worker keeps ready (default {f.prefetch_factor})")
+    r.add_argument("--precision", choices=PRECISIONS, default=S,
+                   help="fp32, or bf16: bfloat16 autocast around the network's forward (head, normalisation, "
+                        "loss, bank and weights stay fp32; channels_last on CUDA); recorded in the checkpoint "
+                        f"(default {f.precision})")
     r.add_argument("--cache-images", dest="cache_images", action=argparse.BooleanOptionalAction, default=S,
                    help="keep decoded images in memory (default off; demo on)")
     r.add_argument("--seed", type=int, default=S, help=f"default {f.seed}")
@@ -479,6 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint (default off; demo on)")
     r.add_argument("--separate-bank", "--sperate_bank", dest="separate_bank", nargs="?", const="True", default=S,
                    help="the original's 'bank on a separate GPU'; accepted and ignored (banks live on every rank)")
+    r.add_argument("--download", choices=("auto", "no"), default=S,
+                   help="--pretrained imagenet with no weights in the torch cache: download them (auto, default) or "
+                        "fail (no)")
+    r.add_argument("--download-mirror", dest="download_mirror", default=S,
+                   help="base URL or folder holding resnet50-0676ba61.pth (default: torchvision's address)")
     r.add_argument("--log-level", default="INFO", help="logging level")
     return p
 

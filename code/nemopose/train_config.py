@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import constants
+from .precision import PRECISIONS
 
 LR_SCHEDULES = ("original", "step", "cosine", "constant")
 
@@ -60,11 +61,15 @@ class TrainConfig:
     checkpoint_every: int = 200           # saved_model_<cat>_<epoch> at epochs 199, 399, ...
     save_final: bool = False              # also save after the last epoch
     resume_every: int = 10                # rolling resume_<cat>_<epoch>.pth every N epochs (0: off)
-    workers: int = 8
+    workers: int = 8                      # data-loader processes per rank, kept across epochs
+    prefetch_factor: int = 2              # batches each worker keeps ready (torch's default)
     cache_images: bool = False
+    precision: str = "fp32"               # 'bf16': bfloat16 autocast around the network (nemopose.precision)
     seed: int = 0
     sync_bn: bool = False                 # SyncBatchNorm across GPUs (BN statistics of the global batch)
     precise_bn: bool = False              # re-estimate BN running statistics before each checkpoint
+    download: str = "auto"                # ImageNet weights missing from the torch cache: 'auto' fetches, 'no' fails
+    download_mirror: str = ""             # base URL or folder holding resnet50-0676ba61.pth (default: torchvision's)
     separate_bank: bool = False           # accepted for the original's --sperate_bank; no effect (see docs)
 
     def validate(self) -> None:
@@ -79,6 +84,11 @@ class TrainConfig:
             raise ValueError(f"bank_mean must be 'batch' or 'visible', got {self.bank_mean!r}")
         if self.batch_size < 1 or self.total_epochs < 1 or self.accumulate < 1:
             raise ValueError("batch_size, total_epochs and accumulate must be positive")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.workers < 0 or self.prefetch_factor < 1:
+            raise ValueError(f"workers must be >= 0 and prefetch_factor >= 1, got {self.workers}, "
+                             f"{self.prefetch_factor}")
 
 
 # Named presets: 'faithful' = the original's settings (real data, GPUs); 'demo' = the

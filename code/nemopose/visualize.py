@@ -36,18 +36,19 @@ def _pose_tensors(pose: Mapping[str, float] | Sequence[float]):
     return geometry.camera_center(p[:, 0], p[:, 1], p[:, 3]), p[:, 2]
 
 
-def render_silhouette(verts, faces, pose, image_size: tuple[int, int],
-                      shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+def render_silhouette(verts, faces, pose, image_size: tuple[int, int], shift: tuple[float, float] = (0.0, 0.0),
+                      render_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise the mesh over an image of ``image_size`` (H, W) at ``pose``
-    (azimuth, elevation, theta, distance) with the pose solver's camera, its principal
-    point moved by ``shift`` (x, y) pixels.
+    (azimuth, elevation, theta, render distance) with the pose solver's camera (square side
+    ``render_size``, default ``max(image_size)``), its principal point moved by ``shift``
+    (x, y) pixels.
 
     Returns:
         mask (H, W) bool and shade (H, W) float in [0, 1] (|cos| of the face normal and the
         viewing direction, for a readable overlay).
     """
     center, theta = _pose_tensors(pose)
-    cam = render.RenderCamera(tuple(image_size), render_size=max(image_size))
+    cam = render.RenderCamera(tuple(image_size), render_size=render_size or max(image_size))
     v = torch.as_tensor(verts, dtype=torch.float64)
     f = torch.as_tensor(faces, dtype=torch.long)
     screen = render.project_vertices(v, center, theta, cam)
@@ -67,7 +68,7 @@ def render_silhouette(verts, faces, pose, image_size: tuple[int, int],
 
 
 def overlay_mesh(image: np.ndarray, verts, faces, pose, colour=(0, 220, 255), alpha: float = 0.45,
-                 shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+                 shift: tuple[float, float] = (0.0, 0.0), render_size: int | None = None) -> np.ndarray:
     """The input image with the mesh drawn over it at ``pose`` (principal point moved by
     ``shift`` pixels): shaded fill plus outline.
 
@@ -77,7 +78,7 @@ def overlay_mesh(image: np.ndarray, verts, faces, pose, colour=(0, 220, 255), al
         (H, W, 3) uint8.
     """
     image = np.asarray(image)
-    mask, shade = render_silhouette(verts, faces, pose, image.shape[:2], shift)
+    mask, shade = render_silhouette(verts, faces, pose, image.shape[:2], shift, render_size)
     out = image.astype(np.float64).copy()
     col = np.asarray(colour, dtype=np.float64)
     tint = (0.5 + 0.5 * shade[..., None]) * col

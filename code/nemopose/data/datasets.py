@@ -39,9 +39,9 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
 
 def normalize_image(image: torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., 3, H, W)`` -> float32 ImageNet-normalised (torchvision's ToTensor +
-    Normalize, as the original)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    Normalize, as the original), on the image's device."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=image.device).view(3, 1, 1)
     return (image.to(torch.float32) / 255.0 - mean) / std
 
 
@@ -161,12 +161,19 @@ class TrainingDataset(Dataset):
         self._annotations[index] = record
         return record
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image = self._images[index] if self._images is not None else self._read_image(index)
+    def image(self, index: int) -> torch.Tensor:
+        """The uint8 image ``(3, H, W)`` of sample ``index`` (from the cache when on)."""
+        return self._images[index] if self._images is not None else self._read_image(index)
+
+    def vertices(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vertex pixels float32 ``(nV, 2)`` (row, col) and visibility weights ``(nV,)`` of
+        sample ``index``."""
         anno = self._annotation(index)
-        return {"image": normalize_image(image),
-                "vertex_pixels": torch.from_numpy(anno["vertex_pixels"]),
-                "weights": torch.from_numpy(anno["weights"]),
+        return torch.from_numpy(anno["vertex_pixels"]), torch.from_numpy(anno["weights"])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        pixels, weights = self.vertices(index)
+        return {"image": normalize_image(self.image(index)), "vertex_pixels": pixels, "weights": weights,
                 "index": index, "name": self.names[index]}
 
 

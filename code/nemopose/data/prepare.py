@@ -34,9 +34,10 @@ import torch
 
 from .. import constants
 from ..cli import add_categories_argument, run as run_cli
+from ..download import DOWNLOAD_MODES, DownloadError
 from ..errors import NemoPoseError, UsageError
 from ..utils import atomic_write_json, setup_logging
-from . import annotate3d, layout, synthetic
+from . import annotate3d, layout, sources, synthetic
 from .crop import CROP_CENTERS
 from .pascal3d import OccludedRelease, Pascal3DRelease
 from .stages import (SUMMARY_FILE, PrepareConfig, Report, annotate_split, build_cuboids, link_occluded,
@@ -79,6 +80,28 @@ def resolve_source(dataroot: Path, synthetic_mode: str) -> bool:
     raise SourceError(f"synthetic must be auto, yes or no; got {synthetic_mode!r}")
 
 
+def fetch_sources(dataroot: Path, synthetic_mode: str, levels: list[str], download: str = "auto",
+                  mirror: str | None = None, keep_archives: bool = False, progress: bool = True) -> None:
+    """Download what the preparation needs (:func:`nemopose.data.sources.fetch_datasets`).
+
+    ``SYNTHETIC=no``: every missing archive (the release, Image_subsets, the occluded
+    levels); failures are errors (with ``download="no"``: one error listing what is missing
+    and where to get it). ``auto`` with a real release present: the missing Image_subsets
+    and occluded levels, and a failure only skips them (warning). Otherwise nothing.
+    """
+    release = layout.release_root(dataroot)
+    real = release.is_dir() and not layout.is_synthetic(release)
+    if synthetic_mode == "no":
+        sources.fetch_datasets(dataroot, levels, mirror=mirror, download=download, keep_archives=keep_archives,
+                               progress=progress)
+    elif synthetic_mode == "auto" and real and sources.missing_archives(dataroot, levels):
+        try:
+            sources.fetch_datasets(dataroot, levels, mirror=mirror, download=download, keep_archives=keep_archives,
+                                   progress=progress)
+        except DownloadError as exc:
+            log.warning("continuing without the missing archives: %s", str(exc).replace("\n", " "))
+
+
 def _check_dataset_info(dataroot: Path, info: layout.DatasetInfo, overwrite: bool) -> None:
     """Refuse to add to prepared folders made from another source or scale."""
     for split_dir in layout.SPLIT_DIRS.values():
@@ -109,17 +132,24 @@ def torch_threads(n: int):
 
 def run(dataroot: str | Path, categories: list[str], mesh_dims: list[str], occluded: bool = True,
         synthetic_mode: str = "auto", synthetic_size: str = "demo", seed: int = 0,
-        image_scale: float | None = None, config: PrepareConfig | None = None) -> Report:
+        image_scale: float | None = None, config: PrepareConfig | None = None, download: str = "auto",
+        mirror: str | None = None, keep_archives: bool = False) -> Report:
     """Everything ``PrepareData.sh`` does, for the given categories.
 
     Args:
         image_scale: None = 1 for real data, 0.5 for synthetic; overrides ``config``'s.
+        download, mirror, keep_archives: what :func:`fetch_sources` may download, from where
+            (None: the authors' sources; else a base URL or folder holding the archives), and
+            whether archives are kept after unpacking.
     Returns:
         the :class:`Report` (also written to ``<dataroot>/prepare_summary.json``).
     """
     config = config or PrepareConfig()
+    dataroot = Path(dataroot)
+    fetch_sources(dataroot, synthetic_mode, list(constants.OCCLUSION_LEVELS) if occluded else [], download, mirror,
+                  keep_archives, config.progress)
     with torch_threads(config.threads):
-        return _run(Path(dataroot), categories, mesh_dims, occluded, synthetic_mode, synthetic_size, seed,
+        return _run(dataroot, categories, mesh_dims, occluded, synthetic_mode, synthetic_size, seed,
                     image_scale, config)
 
 
@@ -136,6 +166,9 @@ def _run(dataroot: Path, categories: list[str], mesh_dims: list[str], occluded: 
         for line in (banner, f"# No real PASCAL3D+ at {release.root}: building the SYNTHETIC PASCAL3D+ "
                      f"(size {synthetic_size}, seed {seed}).",
                      "# Everything prepared from it is marked synthetic; its results are NOT PASCAL3D+ results.",
+                     "# For the real data run SYNTHETIC=no ./PrepareData.sh: it downloads PASCAL3D+ release 1.1",
+                     "# (Stanford CVGL, several GB), NeMo's Image_subsets and the three OccludedPASCAL3D+ levels",
+                     "# (Google Drive), or reads them from DOWNLOAD_MIRROR; see README 'Running on PASCAL3D+'.",
                      banner):
             log.warning(line)
         syn = replace(synthetic.preset(synthetic_size, seed), occluded=occluded)
@@ -222,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep records with distance 0 as the original does (default: report and skip)")
     parser.add_argument("--azimuth-bins", default=None,
                         help="also write unseen-pose lists3D for this azimuth mask, e.g. TFFTTFFT (default: none)")
+    parser.add_argument("--download", default="auto", choices=DOWNLOAD_MODES,
+                        help="auto: download missing archives (with --synthetic no, or missing optional ones next to a "
+                             "real release); no: never, list what is missing (default: auto)")
+    parser.add_argument("--download-mirror", default=None,
+                        help="base URL or folder holding the archives under their names; then the only source "
+                             "(default: the authors' sources)")
+    parser.add_argument("--keep-archives", action="store_true", help="keep archives after unpacking (default: delete)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars (default: show)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads while preparing; 0 = torch's default (default: 1, fastest here)")
@@ -238,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress, threads=args.threads)
     run(args.dataroot, constants.parse_categories(args.categories), mesh_dims, occluded=not args.no_occluded,
         synthetic_mode=args.synthetic, synthetic_size=args.synthetic_size, seed=args.seed, image_scale=scale,
-        config=config)
+        config=config, download=args.download, mirror=args.download_mirror or None, keep_archives=args.keep_archives)
     return 0
 
 

@@ -68,7 +68,7 @@ RELEASE = Source(
     dest=RELEASE_DIR,
     content=("Images", "Annotations", "Image_sets", "CAD"),
     markers=(f"{RELEASE_DIR}/Images", f"{RELEASE_DIR}/Annotations"),
-    description="PASCAL3D+ release 1.1 (Stanford CVGL, about 7.5 GB)",
+    description="PASCAL3D+ release 1.1 (Stanford CVGL, several GB)",
 )
 IMAGE_SUBSETS = Source(
     name="Image_subsets.zip",

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from . import geometry, zbuffer
+from .constants import RENDER_FOV_DEGREES
 
 __all__ = [
     "Fragments", "CoveredPixels", "rasterize", "rasterize_covered", "rasterize_reference", "interpolate_vertex_features",
@@ -361,12 +362,12 @@ class RenderCamera:
     Attributes:
         image_size: (h, w) of the output map.
         render_size: S; defaults to ``max(h, w)``.
-        fov_degrees: 12 in NeMo.
+        fov_degrees: 12 in NeMo (:data:`nemopose.constants.RENDER_FOV_DEGREES`).
     """
 
     image_size: tuple[int, int]
     render_size: int | None = None
-    fov_degrees: float = 12.0
+    fov_degrees: float = RENDER_FOV_DEGREES
 
     @property
     def side(self) -> int:

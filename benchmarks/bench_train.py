@@ -117,21 +117,32 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    backbone = args.backbone if args.backbone != "auto" else "resnetext" if device.type == "cuda" else "light"
-    precisions = args.precisions.split(",")
+    title, header, table = measure(torch.device(args.device), backbone=args.backbone, batch=args.batch,
+                                   size=args.size, iterations=args.iterations, warmup=args.warmup,
+                                   workers=args.workers, loader_batches=args.loader_batches,
+                                   precisions=args.precisions.split(","), vertices=args.vertices,
+                                   max_group=args.max_group)
+    print_table(title, header, table)
+
+
+def measure(device: torch.device, *, backbone: str = "auto", batch: int = 2, size: str = "256x672",
+            iterations: int = 2, warmup: int = 1, workers: int = TrainConfig.workers, loader_batches: int = 0,
+            precisions: list[str] = list(PRECISIONS), vertices: int = 1024,
+            max_group: int = TrainConfig.max_group) -> tuple[str, list[str], list[list[object]]]:
+    """The rows of the table (see the module docstring): (title, header, rows)."""
+    backbone = backbone if backbone != "auto" else "resnetext" if device.type == "cuda" else "light"
     for precision in precisions:
         check_precision(precision, device)
-    height, width, scale = parse_size(args.size)
-    loader_batches = args.loader_batches or max(4, 2 * args.workers)
+    height, width, scale = parse_size(size)
+    loader_batches = loader_batches or max(4, 2 * workers)
     ctx = DistContext(device=device)
 
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         root = Path(tmp)
-        write_data(root, scale, args.vertices, {1: args.batch * args.iterations, 2: args.batch * loader_batches})
+        write_data(root, scale, vertices, {1: batch * iterations, 2: batch * loader_batches})
         base = TrainConfig(dataroot=str(root), exproot=str(root / "exp"), backbone=backbone,
-                           pretrained="random", batch_size=args.batch, max_group=args.max_group,
-                           accumulate=1, accumulation="aligned", workers=args.workers)
+                           pretrained="random", batch_size=batch, max_group=max_group,
+                           accumulate=1, accumulation="aligned", workers=workers)
         meshes, info = build_meshes(base)
         nv = meshes[0].num_vertices
         distance_thr = effective_distance_thr(base, info.image_scale)
@@ -145,10 +156,10 @@ def main() -> None:
         for epoch in (0, 1):
             loader.batch_sampler.set_epoch(epoch)
             start, images = time.perf_counter(), 0
-            for batch in loader:
-                images += len(batch["index"])
+            for data in loader:
+                images += len(data["index"])
             seconds = time.perf_counter() - start
-        add(f"loader ({args.workers} workers, warm)", "-", images, seconds)
+        add(f"loader ({workers} workers, warm)", "-", images, seconds)
         del loader
 
         step_ips: dict[str, float] = {}
@@ -156,26 +167,26 @@ def main() -> None:
             config = dataclasses.replace(base, precision=precision)
             # (b) the bare step on a batch in memory
             model, banks, optimizer = fresh_training(config, meshes, device)
-            batch = next(iter(build_loader(meshes, dataclasses.replace(config, workers=0), ctx)))
+            data = next(iter(build_loader(meshes, dataclasses.replace(config, workers=0), ctx)))
             if device.type == "cuda":
-                batch = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in batch.items()}
+                data = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in data.items()}
 
             def step():
-                loss, _ = training_step(model, banks[0], batch, config, ctx, distance_thr)
+                loss, _ = training_step(model, banks[0], data, config, ctx, distance_thr)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad()
 
-            for _ in range(args.warmup):
+            for _ in range(warmup):
                 step()
             synchronize(device)
             start = time.perf_counter()
-            for _ in range(args.iterations):
+            for _ in range(iterations):
                 step()
             synchronize(device)
             seconds = time.perf_counter() - start
-            step_ips[precision] = args.batch * args.iterations / seconds
-            add(f"step {precision}", precision, args.batch * args.iterations, seconds)
+            step_ips[precision] = batch * iterations / seconds
+            add(f"step {precision}", precision, batch * iterations, seconds)
 
             # (c) whole epochs as TrainNeMo runs them (fresh network, its own loader)
             model, banks, optimizer = fresh_training(config, meshes, device)
@@ -194,9 +205,11 @@ def main() -> None:
     baseline = step_ips[precisions[0]]
     table = [[name, prec, images, secs, f"{ips:.2f}", f"{ips / baseline:.2f}x",
               "-" if ref is None else f"{ips / ref:.2f}x"] for name, prec, images, secs, ips, ref in rows]
-    print_table(f"Training throughput, {backbone} at {height}x{width}, batch {args.batch}, car cuboid "
-                f"({nv} vertices), {5 * args.max_group} clutter rows, {device} ({environment_line()})",
-                ["row", "precision", "images", "s", "images/s", f"vs step {precisions[0]}", "vs bare step"], table)
+    return (f"Training throughput, {backbone} at {height}x{width}, batch {batch}, car cuboid "
+            f"({nv} vertices), {5 * max_group} clutter rows, {device} ({environment_line()})",
+            ["row", "precision", "images", "s", "images/s", f"vs step {precisions[0]}", "vs bare step"], table)
+
+
 
 
 if __name__ == "__main__":

@@ -209,16 +209,21 @@ class MeshPoseSolver:
         if feature_maps.shape[1] != self.scorer.feature_dim:
             raise ValueError(f"feature dimension {feature_maps.shape[1]} != vertex feature "
                              f"dimension {self.scorer.feature_dim}")
-        budget = self.config.chunk_bytes or chunk_budget_bytes(self.device)
-        per_image = 4 * self.scorer.num_pixels * (self.verts.shape[0] + feature_maps.shape[1]) * \
-            max(1, self.config.num_starts)
-        chunk = max(1, int(budget // per_image))
+        chunk = self.images_per_chunk(feature_maps.shape[1])
         results = []
         for start in range(0, feature_maps.shape[0], chunk):
             results.append(self._solve_chunk(feature_maps[start:start + chunk], clutter))
             if progress is not None:
                 progress(min(start + chunk, feature_maps.shape[0]))
         return {k: torch.cat([r[k] for r in results]) for k in results[0]}
+
+    def images_per_chunk(self, channels: int) -> int:
+        """How many images :meth:`solve` solves together: the memory budget
+        (``config.chunk_bytes``, or :func:`chunk_budget_bytes` of the device) over the
+        per-image tables (similarity table and maps, float32)."""
+        budget = self.config.chunk_bytes or chunk_budget_bytes(self.device)
+        per_image = 4 * self.scorer.num_pixels * (self.verts.shape[0] + channels) * max(1, self.config.num_starts)
+        return max(1, int(budget // per_image))
 
     def _solve_chunk(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None) -> dict[str, torch.Tensor]:
         cfg = self.config

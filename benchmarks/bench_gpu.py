@@ -1,0 +1,131 @@
+"""One GPU benchmark, one table: the pose solver, CPU-vs-GPU parity, training throughput.
+
+Rows, all measured in this run with the default settings of the code being measured:
+
+- ``solver batch B``: seconds of :meth:`nemopose.pose.MeshPoseSolver.solve` over B images
+  at the paper settings (car 32 x 84 maps, 1024-vertex cuboid, 128-d, 144 initial poses,
+  300 Adam steps), in ms per image; the chunk size the solver picked from the free device
+  memory and the peak memory are in the note. The B images are ``--distinct`` different
+  problems (bench_pose.make_problem) repeated: every image is solved in full.
+- ``parity``: the first ``--parity`` problems solved on the CPU and on the device: how
+  many chose the same initial pose, and the largest final pose difference (degrees).
+- ``loader``, ``training step`` and ``training epoch`` rows: bench_train.measure at the
+  real crop size (256 x 672, batch 108, ResNetExt from random initialisation) for fp32 and
+  bf16; ``epoch warm`` is TrainNeMo's loop in the steady state (persistent workers).
+
+On a machine without CUDA it says so and exits 0 (``--device cpu`` with small settings runs
+the same code on the CPU, for testing the script).
+
+Run: bash benchmarks/gpu.sh            (NEMOPOSE_PYTHON=python3 bash benchmarks/gpu.sh on a
+     machine without the project's venv; no venv is created)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from bench_pose import make_problem, median_error_deg
+from bench_train import measure as measure_training
+from common import car_cuboid, environment_line, print_table
+from nemopose import geometry, pose
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def solver_rows(device: torch.device, batches: list[int], distinct: int, steps: int, parity: int) -> list[list]:
+    """The solver's ms/image at each batch size, then the CPU-vs-device parity row."""
+    verts, faces = car_cuboid()
+    n_problems = max(distinct, parity)
+    _, _, feats, clutter, maps, poses = make_problem(n_problems, 128)
+    config = pose.SolverConfig(steps=steps)
+    solver = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0, config, device=device)
+    maps_dev = maps.to(device)
+    solver.solve(maps_dev[:8], clutter)                 # warm-up (allocator, kernels)
+    rows = []
+    for b in batches:
+        tiled = maps_dev[:distinct].repeat((b + distinct - 1) // distinct, 1, 1, 1)[:b]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        chunk = min(b, solver.images_per_chunk(maps.shape[1]))
+        try:
+            synchronize(device)
+            start = time.perf_counter()
+            res = solver.solve(tiled, clutter)
+            synchronize(device)
+            seconds = time.perf_counter() - start
+        except torch.cuda.OutOfMemoryError as exc:          # report it in the table, go on
+            rows.append([f"solver batch {b}", "out of memory", "-", f"chunk {chunk}: {str(exc).splitlines()[0][:60]}"])
+            continue
+        finally:
+            del tiled
+        truth = poses[:distinct].repeat((b + distinct - 1) // distinct, 1)[:b]
+        note = f"chunk {chunk} images, median err {median_error_deg(res, truth):.2f} deg"
+        if device.type == "cuda":
+            note += f", peak {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB"
+        rows.append([f"solver batch {b}", f"{1000 * seconds / b:.2f}", "ms/image", note])
+    if parity:
+        cpu = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0, config, device="cpu")
+        on_cpu = cpu.solve(maps[:parity], clutter)
+        on_dev = solver.solve(maps_dev[:parity], clutter)
+        same_init = int((on_cpu["init_index"] == on_dev["init_index"]).sum())
+        diff = geometry.pose_error({k: on_cpu[k].double().numpy() for k in ("azimuth", "elevation", "theta")},
+                                   {k: on_dev[k].double().numpy() for k in ("azimuth", "elevation", "theta")})
+        rows.append([f"parity CPU vs {device.type}", f"{np.degrees(diff.max()):.3f}", "deg (largest)",
+                     f"same initial pose {same_init}/{parity}, median {np.degrees(np.median(diff)):.3f} deg"])
+    return rows
+
+
+def training_rows(device: torch.device, batch: int, size: str, iterations: int, backbone: str) -> list[list]:
+    """bench_train's rows (loader, step and epoch per precision) as rows of this table."""
+    _, _, table = measure_training(device, backbone=backbone, batch=batch, size=size, iterations=iterations,
+                                   warmup=min(3, iterations))
+    rows = []
+    for name, _precision, images, seconds, ips, vs_fp32, vs_step in table:
+        note = f"{images} images in {seconds} s"
+        if vs_step != "-":
+            note += f", {vs_step} of the bare step"
+        elif not name.startswith("loader"):
+            note += f", {vs_fp32} of fp32"
+        rows.append([("" if name.startswith("loader") else "training ") + name, ips, "images/s", note])
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
+    parser.add_argument("--batches", default="64,1024,4096", help="solver batch sizes (default 64,1024,4096)")
+    parser.add_argument("--distinct", type=int, default=256, help="distinct solver problems (default 256)")
+    parser.add_argument("--steps", type=int, default=300, help="Adam steps (default 300, the paper's)")
+    parser.add_argument("--parity", type=int, default=16, help="images solved on both CPU and device (default 16)")
+    parser.add_argument("--train-batch", type=int, default=108, help="training batch (default 108, the paper's)")
+    parser.add_argument("--size", default="256x672", help="training crop HxW (default 256x672, the real car)")
+    parser.add_argument("--train-iterations", type=int, default=10, help="timed training steps / epoch batches")
+    parser.add_argument("--backbone", default="auto", help="training network (default auto: resnetext on CUDA)")
+    parser.add_argument("--skip-training", action="store_true", help="solver rows only")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"benchmarks/gpu.sh: no CUDA device here (torch {torch.__version__}, "
+              f"CUDA build {torch.version.cuda or 'none'}): nothing measured. "
+              "CPU benchmarks: bash benchmarks/run.sh bench_pose.py | bench_train.py")
+        return 0
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    start = time.perf_counter()
+    rows = solver_rows(device, [int(b) for b in args.batches.split(",")], args.distinct, args.steps, args.parity)
+    if not args.skip_training:
+        rows += training_rows(device, args.train_batch, args.size, args.train_iterations, args.backbone)
+    print_table(f"nemopose on {name} ({environment_line()}), {time.perf_counter() - start:.0f} s in all",
+                ["measurement", "value", "unit", "note"], rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

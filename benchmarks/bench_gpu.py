@@ -6,7 +6,10 @@ Rows, all measured in this run with the default settings of the code being measu
   at the paper settings (car 32 x 84 maps, 1024-vertex cuboid, 128-d, 144 initial poses,
   300 Adam steps), in ms per image; the chunk size the solver picked from the free device
   memory and the peak memory are in the note. The B images are ``--distinct`` different
-  problems (bench_pose.make_problem) repeated: every image is solved in full.
+  problems (bench_pose.make_problem) repeated: every image is solved in full. The default
+  backend on CUDA is the two Triton kernels per step (nemopose.score_triton); the row
+  ``torch backend`` solves ``--torch-batch`` images with the plain-PyTorch step, the
+  baseline of the same run.
 - ``parity``: the first ``--parity`` problems solved on the CPU and on the device: how
   many chose the same initial pose, and the largest final pose difference (degrees).
 - ``loader``, ``training step`` and ``training epoch`` rows: bench_train.measure at the
@@ -39,17 +42,25 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def solver_rows(device: torch.device, batches: list[int], distinct: int, steps: int, parity: int) -> list[list]:
-    """The solver's ms/image at each batch size, then the CPU-vs-device parity row."""
+def solver_rows(device: torch.device, batches: list[int], distinct: int, steps: int, parity: int,
+                torch_batch: int) -> list[list]:
+    """The solver's ms/image at each batch size (default backend), the plain-PyTorch backend
+    at ``torch_batch`` (the same-run baseline), then the CPU-vs-device parity row."""
     verts, faces = car_cuboid()
     n_problems = max(distinct, parity)
     _, _, feats, clutter, maps, poses = make_problem(n_problems, 128)
     config = pose.SolverConfig(steps=steps)
     solver = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0, config, device=device)
     maps_dev = maps.to(device)
-    solver.solve(maps_dev[:8], clutter)                 # warm-up (allocator, kernels)
+    solver.solve(maps_dev[:8], clutter)                 # warm-up (allocator, kernels, backend check)
+    plain = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0, pose.SolverConfig(steps=steps, backend="torch"),
+                                device=device)
+    if torch_batch:
+        plain.solve(maps_dev[:8], clutter)
     rows = []
-    for b in batches:
+    runs = [(b, solver) for b in batches] + ([(torch_batch, plain)] if torch_batch else [])
+    for b, solver in runs:
+        label = f"solver batch {b}" + (", torch backend" if solver is plain else "")
         tiled = maps_dev[:distinct].repeat((b + distinct - 1) // distinct, 1, 1, 1)[:b]
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -61,15 +72,16 @@ def solver_rows(device: torch.device, batches: list[int], distinct: int, steps: 
             synchronize(device)
             seconds = time.perf_counter() - start
         except torch.cuda.OutOfMemoryError as exc:          # report it in the table, go on
-            rows.append([f"solver batch {b}", "out of memory", "-", f"chunk {chunk}: {str(exc).splitlines()[0][:60]}"])
+            rows.append([label, "out of memory", "-", f"chunk {chunk}: {str(exc).splitlines()[0][:60]}"])
             continue
         finally:
             del tiled
         truth = poses[:distinct].repeat((b + distinct - 1) // distinct, 1)[:b]
-        note = f"chunk {chunk} images, median err {median_error_deg(res, truth):.2f} deg"
+        note = f"{solver.scorer.backend}, chunk {chunk}, median err {median_error_deg(res, truth):.2f} deg"
         if device.type == "cuda":
             note += f", peak {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB"
-        rows.append([f"solver batch {b}", f"{1000 * seconds / b:.2f}", "ms/image", note])
+        rows.append([label, f"{1000 * seconds / b:.2f}", "ms/image", note])
+    solver = runs[0][1]
     if parity:
         cpu = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0, config, device="cpu")
         on_cpu = cpu.solve(maps[:parity], clutter)
@@ -78,7 +90,8 @@ def solver_rows(device: torch.device, batches: list[int], distinct: int, steps: 
         diff = geometry.pose_error({k: on_cpu[k].double().numpy() for k in ("azimuth", "elevation", "theta")},
                                    {k: on_dev[k].double().numpy() for k in ("azimuth", "elevation", "theta")})
         rows.append([f"parity CPU vs {device.type}", f"{np.degrees(diff.max()):.3f}", "deg (largest)",
-                     f"same initial pose {same_init}/{parity}, median {np.degrees(np.median(diff)):.3f} deg"])
+                     f"{cpu.scorer.backend} vs {solver.scorer.backend}: same initial pose {same_init}/{parity}, "
+                     f"median {np.degrees(np.median(diff)):.3f} deg"])
     return rows
 
 
@@ -103,6 +116,8 @@ def main() -> int:
     parser.add_argument("--batches", default="64,1024,4096", help="solver batch sizes (default 64,1024,4096)")
     parser.add_argument("--distinct", type=int, default=256, help="distinct solver problems (default 256)")
     parser.add_argument("--steps", type=int, default=300, help="Adam steps (default 300, the paper's)")
+    parser.add_argument("--torch-batch", type=int, default=1024,
+                        help="also solve this batch with the plain-PyTorch backend (default 1024; 0: skip)")
     parser.add_argument("--parity", type=int, default=16, help="images solved on both CPU and device (default 16)")
     parser.add_argument("--train-batch", type=int, default=108, help="training batch (default 108, the paper's)")
     parser.add_argument("--size", default="256x672", help="training crop HxW (default 256x672, the real car)")
@@ -119,7 +134,8 @@ def main() -> int:
         return 0
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     start = time.perf_counter()
-    rows = solver_rows(device, [int(b) for b in args.batches.split(",")], args.distinct, args.steps, args.parity)
+    rows = solver_rows(device, [int(b) for b in args.batches.split(",")], args.distinct, args.steps, args.parity,
+                       args.torch_batch)
     if not args.skip_training:
         rows += training_rows(device, args.train_batch, args.size, args.train_iterations, args.backbone)
     print_table(f"nemopose on {name} ({environment_line()}), {time.perf_counter() - start:.0f} s in all",

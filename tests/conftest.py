@@ -11,6 +11,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Without a GPU, Triton kernels (nemopose.score_triton) run in Triton's interpreter; the flag
+# must be set before triton is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def _find_shared() -> Path | None:
     candidates = [os.environ.get("NEMOPOSE_SHARED_DATA"), REPO.parent / "shared" / "data",

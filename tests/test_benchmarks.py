@@ -29,11 +29,12 @@ def test_gpu_benchmark_table_on_cpu():
     """The same script on the CPU with tiny settings: one table with the solver rows and a
     parity row that compares two solves of the same images (CPU against CPU here)."""
     proc = run_gpu_sh("--device", "cpu", "--batches", "3", "--distinct", "2", "--steps", "5",
-                      "--parity", "2", "--skip-training")
+                      "--parity", "2", "--torch-batch", "2", "--skip-training")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     solver = [line for line in lines if "solver batch 3" in line]
-    assert len(solver) == 1 and "ms/image" in solver[0] and "chunk 3 images" in solver[0]
+    assert len(solver) == 1 and "ms/image" in solver[0] and "torch, chunk 3," in solver[0]
+    assert any("solver batch 2, torch backend" in line for line in lines)
     parity = [line for line in lines if "parity CPU vs cpu" in line]
     assert len(parity) == 1 and "same initial pose 2/2" in parity[0]
     assert float(parity[0].split()[4]) == 0.0      # the same device: identical poses

@@ -33,6 +33,28 @@ import torch
 from . import geometry, mesh, render
 
 METHODS = ("similarity", "render")
+BACKENDS = ("auto", "torch", "triton")
+
+
+def resolve_backend(backend: str, device: torch.device, *, method: str = "similarity",
+                    perspective_correct: bool = False) -> str:
+    """The backend of :meth:`PoseScorer.losses`: "torch" (plain PyTorch, the reference) or
+    "triton" (two fused kernels, :mod:`nemopose.score_triton`). "auto": Triton on CUDA when
+    it can run there (the triton package, screen-space barycentrics, the similarity method),
+    PyTorch otherwise; "triton" raises when it cannot run."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch" or (backend == "auto" and device.type != "cuda"):
+        return "torch"
+    from . import score_triton
+    reason = score_triton.unavailable_reason(device)
+    if reason is None and perspective_correct:
+        reason = "the Triton kernels use screen-space barycentrics (perspective_correct=False)"
+    if reason is None and method != "similarity":
+        reason = f"the Triton kernels implement method='similarity', not {method!r}"
+    if reason is not None and backend == "triton":
+        raise ValueError(f"backend='triton': {reason}")
+    return "torch" if reason is not None else "triton"
 
 
 def pose_loss(object_score: torch.Tensor, clutter_score: torch.Tensor | None) -> torch.Tensor:
@@ -121,11 +143,13 @@ class PoseScorer:
             (:func:`nemopose.mesh.convex_face_orientation`); True: required (raises
             otherwise); False: never.
         device: where to compute.
+        backend: how :meth:`losses` computes (see :func:`resolve_backend`): "auto"
+            (default: Triton kernels on CUDA, plain PyTorch on the CPU), "torch" or "triton".
     """
 
     def __init__(self, verts, faces, vertex_features, map_size: tuple[int, int], *, method: str = "similarity",
                  perspective_correct: bool = False, cull_backfaces: bool | None = None,
-                 device: torch.device | str = "cpu", render_size: int | None = None) -> None:
+                 device: torch.device | str = "cpu", render_size: int | None = None, backend: str = "auto") -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.device = torch.device(device)
@@ -141,6 +165,7 @@ class PoseScorer:
         self.camera = render.RenderCamera(self.map_size, render_size=render_size)
         self.method = method
         self.perspective_correct = perspective_correct
+        self.backend = resolve_backend(backend, self.device, method=method, perspective_correct=perspective_correct)
         self.face_orientation = None               # (F,) outward orientation when culling
         if cull_backfaces or cull_backfaces is None:
             orientation = mesh.convex_face_orientation(self.verts.cpu().numpy(), self.faces.cpu().numpy())
@@ -236,18 +261,25 @@ class PoseScorer:
         ``image_index[i]``; differentiable w.r.t. the pose.
 
         With ``method="similarity"`` only the covered pixels are visited
-        (:func:`covered_pose_loss`); ``method="render"`` renders dense feature maps."""
+        (:func:`covered_pose_loss`), in plain PyTorch or in two Triton kernels
+        (``backend``); ``method="render"`` renders dense feature maps."""
         if self.method == "render":
             return self.fragment_losses(self.rasterize(centers, thetas, shift), image_index, images)
+        offset = images.clutter_offset.index_select(0, image_index) if images.clutter_score is not None else None
+        if self.backend == "triton":
+            from .score_triton import covered_totals
+            total = covered_totals(self.screen(centers, thetas, shift, planar=True), self.faces, image_index,
+                                   images.sim, images.clutter_score, *self.map_size,
+                                   cull_backfaces=self.face_orientation)
+            return covered_pose_loss(total, offset, self.num_pixels)
         cov = render.rasterize_covered(self.screen(centers, thetas, shift, planar=True), self.faces, self.map_size,
                                        perspective_correct=self.perspective_correct,
                                        cull_backfaces=self.face_orientation, planar=True, with_depth=False)
         image = image_index.index_select(0, cov.batch)                            # (M,)
         s_o = self._covered_object_scores(images, image, cov.pixel, cov.vertex, cov.bary)
-        s_c = offset = None
+        s_c = None
         if images.clutter_score is not None:
             s_c = images.clutter_score.reshape(-1).index_select(0, image * self.num_pixels + cov.pixel)
-            offset = images.clutter_offset.index_select(0, image_index)
         total = covered_sum(s_o, s_c, cov.batch, image_index.shape[0])
         return covered_pose_loss(total, offset, self.num_pixels)
 

@@ -1,0 +1,172 @@
+"""The Triton pose loss (nemopose.score_triton) against the plain-PyTorch reference.
+
+Without a GPU the kernels run on the CPU through Triton's interpreter (TRITON_INTERPRET=1,
+set by conftest.py before triton is imported), the same kernel source a GPU compiles; on a
+CUDA machine these tests run the compiled kernels against the PyTorch path on the GPU.
+"""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="the triton package is not installed (it ships with CUDA builds of torch)")
+
+from nemopose import geometry, mesh, pose, render, score, score_triton  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+assert DEVICE.type == "cuda" or score_triton.interpreted(), "conftest.py sets TRITON_INTERPRET=1 without CUDA"
+
+H, W = 20, 36
+EMPTY = torch.iinfo(torch.int64).max
+
+
+def small_problem(n_vertices=200, channels=16, n_images=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    verts, faces = mesh.cuboid_mesh((-0.18, 0.18), (-0.44, 0.43), (-0.17, 0.12), n_vertices)
+    verts = torch.as_tensor(verts, dtype=torch.float32)
+    feats = torch.nn.functional.normalize(torch.randn(verts.shape[0], channels, generator=g), dim=1)
+    maps = torch.nn.functional.normalize(torch.randn(n_images, channels, H, W, generator=g), dim=1)
+    clutter = torch.nn.functional.normalize(torch.randn(channels, generator=g), dim=0)
+    return verts, faces, feats, maps, clutter
+
+
+def random_poses(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    az = torch.rand(n, generator=g) * 2 * np.pi
+    el = torch.rand(n, generator=g) * 0.8 - 0.2
+    th = (torch.rand(n, generator=g) - 0.5) * 0.6
+    dist = 3.5 + 1.5 * torch.rand(n, generator=g)
+    return geometry.camera_center(az, el, dist).to(DEVICE), th.to(DEVICE)
+
+
+@pytest.mark.parametrize("cull", [None, False])
+def test_zbuffer_matches_the_pytorch_rasteriser(cull):
+    verts, faces, feats, _, _ = small_problem()
+    scorer = score.PoseScorer(verts, faces, feats, (H, W), cull_backfaces=cull, backend="torch", device=DEVICE)
+    centers, thetas = random_poses(8)
+    shift = (torch.randn(8, 2, generator=torch.Generator().manual_seed(2)) * 3).to(DEVICE)
+    planes = scorer.screen(centers, thetas, shift, planar=True)
+    keys = score_triton.nearest_face_keys(planes, scorer.faces, H, W, cull_backfaces=scorer.face_orientation).cpu()
+    cov = render.rasterize_covered(planes, scorer.faces, (H, W), cull_backfaces=scorer.face_orientation, planar=True)
+    expected = torch.full((8 * H * W,), -1, dtype=torch.long)
+    expected[(cov.batch * H * W + cov.pixel).cpu()] = cov.face.cpu()
+    got = keys.reshape(-1)
+    got = torch.where(got == EMPTY, -1, got & 0xFFFFFFFF)
+    assert int((expected >= 0).sum()) > 500          # the object covers pixels in every pose
+    assert torch.equal(got, expected)
+    # the key's high half is the float32 depth of the nearest face there
+    depth = (keys.reshape(-1)[expected >= 0] >> 32).to(torch.int32).view(torch.float32)
+    assert torch.allclose(depth, cov.depth.detach().cpu(), rtol=1e-5)
+
+
+def test_zbuffer_of_the_real_car_cuboid_at_paper_size():
+    verts, faces = mesh.cuboid_mesh((-0.184, 0.184), (-0.441, 0.434), (-0.168, 0.120), 1024)
+    feats = torch.nn.functional.normalize(torch.randn(verts.shape[0], 4), dim=1)
+    scorer = score.PoseScorer(verts, faces, feats, (32, 84), backend="torch", device=DEVICE)
+    centers, thetas = random_poses(2, seed=5)
+    planes = scorer.screen(centers, thetas, planar=True)
+    keys = score_triton.nearest_face_keys(planes, scorer.faces, 32, 84, cull_backfaces=scorer.face_orientation).cpu()
+    cov = render.rasterize_covered(planes, scorer.faces, (32, 84), cull_backfaces=scorer.face_orientation, planar=True)
+    expected = torch.full((2 * 32 * 84,), -1, dtype=torch.long)
+    expected[(cov.batch * 32 * 84 + cov.pixel).cpu()] = cov.face.cpu()
+    got = keys.reshape(-1)
+    assert torch.equal(torch.where(got == EMPTY, -1, got & 0xFFFFFFFF), expected)
+
+
+@pytest.mark.parametrize("use_clutter", [True, False])
+def test_loss_and_gradient_match_pytorch(use_clutter):
+    verts, faces, feats, maps, clutter = small_problem()
+    results = {}
+    for backend in ("torch", "triton"):
+        scorer = score.PoseScorer(verts, faces, feats, (H, W), backend=backend, device=DEVICE)
+        assert scorer.backend == backend
+        images = scorer.prepare(maps, clutter if use_clutter else None)
+        centers, thetas = random_poses(6)
+        c, t = centers.requires_grad_(True), thetas.requires_grad_(True)
+        shift = torch.tensor([[0.0, 0.0], [1.5, -2.0]] * 3, device=DEVICE, requires_grad=True)
+        loss = scorer.losses(images, c, t, torch.tensor([0, 1, 2, 0, 1, 2], device=DEVICE), shift)
+        loss.sum().backward()
+        results[backend] = (loss.detach(), c.grad, t.grad, shift.grad)
+    ref, got = results["torch"], results["triton"]
+    assert torch.allclose(got[0], ref[0], atol=1e-6)
+    assert ((ref[0] - 1).abs() > 1e-5).all()           # covered pixels count (1 = an empty render)
+    for g_ref, g_got in zip(ref[1:], got[1:]):
+        assert g_ref.abs().max() > 1e-3
+        assert torch.allclose(g_got, g_ref, atol=1e-5 * float(g_ref.abs().max()), rtol=1e-4)
+
+
+def test_no_gradient_pass_gives_the_same_loss():
+    verts, faces, feats, maps, clutter = small_problem()
+    scorer = score.PoseScorer(verts, faces, feats, (H, W), backend="triton", device=DEVICE)
+    images = scorer.prepare(maps, clutter)
+    centers, thetas = random_poses(3)
+    with torch.no_grad():
+        plain = scorer.losses(images, centers, thetas, torch.arange(3, device=DEVICE))
+    graded = scorer.losses(images, centers.requires_grad_(True), thetas, torch.arange(3, device=DEVICE))
+    assert torch.equal(plain, graded.detach())
+
+
+def test_solver_with_triton_matches_pytorch():
+    verts, faces, feats, maps, clutter = small_problem(n_images=2)
+    out = {}
+    for backend in ("torch", "triton"):
+        solver = pose.MeshPoseSolver(verts, faces, feats, (H, W), 4.0,
+                                     pose.SolverConfig(steps=8, backend=backend), device=DEVICE)
+        out[backend] = solver.solve(maps, clutter)
+        assert solver.scorer.backend == backend
+    assert torch.equal(out["torch"]["init_index"], out["triton"]["init_index"])
+    diff = geometry.pose_error({k: out["torch"][k].double().numpy() for k in ("azimuth", "elevation", "theta")},
+                               {k: out["triton"][k].double().numpy() for k in ("azimuth", "elevation", "theta")})
+    assert np.degrees(diff.max()) < 0.01
+    assert torch.allclose(out["torch"]["loss"], out["triton"]["loss"], atol=1e-5)
+
+
+def test_solver_falls_back_to_pytorch_when_the_kernels_disagree(monkeypatch, caplog):
+    verts, faces, feats, maps, clutter = small_problem(n_images=1)
+    reference = pose.MeshPoseSolver(verts, faces, feats, (H, W), 4.0,
+                                    pose.SolverConfig(steps=4, backend="torch"), device=DEVICE).solve(maps, clutter)
+    real = score_triton.covered_totals
+    monkeypatch.setattr(score_triton, "covered_totals", lambda *a, **k: real(*a, **k) * 1.5)
+    solver = pose.MeshPoseSolver(verts, faces, feats, (H, W), 4.0, pose.SolverConfig(steps=4, backend="triton"),
+                                 device=DEVICE)
+    with caplog.at_level(logging.WARNING, logger="nemopose.pose"):
+        res = solver.solve(maps, clutter)
+    assert solver.scorer.backend == "torch"
+    assert "disagrees with PyTorch" in caplog.text
+    for key in ("azimuth", "elevation", "theta", "distance", "loss"):
+        assert torch.equal(res[key], reference[key])
+
+
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="the CPU-only refusal needs a machine without CUDA")
+def test_backend_choice():
+    verts, faces, feats, _, _ = small_problem()
+    assert score.resolve_backend("auto", torch.device("cpu")) == "torch"
+    with pytest.raises(ValueError, match="screen-space"):
+        score.PoseScorer(verts, faces, feats, (H, W), backend="triton", perspective_correct=True)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        score.resolve_backend("cuda", torch.device("cpu"))
+    os.environ["TRITON_INTERPRET"] = "0"
+    try:
+        with pytest.raises(ValueError, match="need a CUDA device"):
+            score.PoseScorer(verts, faces, feats, (H, W), backend="triton")
+    finally:
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+def test_solver_falls_back_to_pytorch_when_the_kernels_fail(monkeypatch, caplog):
+    verts, faces, feats, maps, clutter = small_problem(n_images=1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PTX assembly failed\ndetails")
+
+    monkeypatch.setattr(score_triton, "covered_totals", broken)
+    solver = pose.MeshPoseSolver(verts, faces, feats, (H, W), 4.0, pose.SolverConfig(steps=3, backend="triton"),
+                                 device=DEVICE)
+    with caplog.at_level(logging.WARNING, logger="nemopose.pose"):
+        res = solver.solve(maps, clutter)
+    assert solver.scorer.backend == "torch"
+    assert "failed on this device (PTX assembly failed)" in caplog.text
+    assert torch.isfinite(res["loss"]).all()

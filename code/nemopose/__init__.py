@@ -17,7 +17,8 @@ One module per concept:
   ``train_config`` and ``train`` (TrainNeMo.sh), ``checkpoint`` (checkpoint IO),
   ``distributed`` (torchrun/DDP);
 - pose: ``neural_mesh`` (mesh + vertex features + clutter from a checkpoint), ``score``
-  (the render-and-compare loss of any poses), ``pose`` (the optimiser), ``experiment`` (the
+  (the render-and-compare loss of any poses; ``score_triton``: the same as two Triton
+  kernels for CUDA), ``pose`` (the optimiser), ``experiment`` (the
   experiment folder), ``inference`` (InferenceNeMo.sh), ``evaluate`` and ``plots`` (tables,
   accuracy curves);
 - tools: ``predict`` (unlabeled images, ``PosePredictor``), ``visualize``, ``viewpoints``,

@@ -64,6 +64,24 @@ def available(device: torch.device) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _corners(faces_ptr, x_ptr, y_ptr, row, f, mask):
+        """Vertex indices and screen x, y of faces ``f`` of the pose whose planes start at ``row``."""
+        v0 = tl.load(faces_ptr + 3 * f, mask=mask, other=0)
+        v1 = tl.load(faces_ptr + 3 * f + 1, mask=mask, other=0)
+        v2 = tl.load(faces_ptr + 3 * f + 2, mask=mask, other=0)
+        x0 = tl.load(x_ptr + row + v0, mask=mask, other=0.0)
+        x1 = tl.load(x_ptr + row + v1, mask=mask, other=0.0)
+        x2 = tl.load(x_ptr + row + v2, mask=mask, other=0.0)
+        y0 = tl.load(y_ptr + row + v0, mask=mask, other=0.0)
+        y1 = tl.load(y_ptr + row + v1, mask=mask, other=0.0)
+        y2 = tl.load(y_ptr + row + v2, mask=mask, other=0.0)
+        return v0, v1, v2, x0, x1, x2, y0, y1, y2
+
+    @triton.jit
+    def _relative(x0, x1, x2, y0, y1, y2, px, py):
+        return x0 - px, x1 - px, x2 - px, y0 - py, y1 - py, y2 - py
+
+    @triton.jit
     def _zbuffer_kernel(x_ptr, y_ptr, z_ptr, faces_ptr, orient_ptr, front_ptr, zbuf_ptr,
                         n_instances, n_faces, n_verts, height, width, near,
                         CULL: tl.constexpr, BLOCK: tl.constexpr):
@@ -71,16 +89,8 @@ if triton is not None:
         live = lane < n_instances
         n = (lane // n_faces).to(tl.int64)
         f = lane % n_faces
-        v0 = tl.load(faces_ptr + 3 * f, mask=live, other=0)
-        v1 = tl.load(faces_ptr + 3 * f + 1, mask=live, other=0)
-        v2 = tl.load(faces_ptr + 3 * f + 2, mask=live, other=0)
         row = n * n_verts
-        x0 = tl.load(x_ptr + row + v0, mask=live, other=0.0)
-        x1 = tl.load(x_ptr + row + v1, mask=live, other=0.0)
-        x2 = tl.load(x_ptr + row + v2, mask=live, other=0.0)
-        y0 = tl.load(y_ptr + row + v0, mask=live, other=0.0)
-        y1 = tl.load(y_ptr + row + v1, mask=live, other=0.0)
-        y2 = tl.load(y_ptr + row + v2, mask=live, other=0.0)
+        v0, v1, v2, x0, x1, x2, y0, y1, y2 = _corners(faces_ptr, x_ptr, y_ptr, row, f, live)
         z0 = tl.load(z_ptr + row + v0, mask=live, other=0.0)
         z1 = tl.load(z_ptr + row + v1, mask=live, other=0.0)
         z2 = tl.load(z_ptr + row + v2, mask=live, other=0.0)
@@ -106,14 +116,8 @@ if triton is not None:
         c1 = tl.minimum(tl.floor(tl.maximum(tl.maximum(x0, x1), x2) - 0.5), width - 1.0)
         r0 = tl.maximum(tl.ceil(tl.minimum(tl.minimum(y0, y1), y2) - 0.5), 0.0)
         r1 = tl.minimum(tl.floor(tl.maximum(tl.maximum(y0, y1), y2) - 0.5), height - 1.0)
-        cx = c0 + 0.5
-        cy = r0 + 0.5
-        x0 = x0 - cx
-        x1 = x1 - cx
-        x2 = x2 - cx
-        y0 = y0 - cy
-        y1 = y1 - cy
-        y2 = y2 - cy
+        # corners relative to the centre of the box's first pixel (small, precise constants)
+        x0, x1, x2, y0, y1, y2 = _relative(x0, x1, x2, y0, y1, y2, c0 + 0.5, r0 + 0.5)
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         z_min = tl.minimum(tl.minimum(z0, z1), z2)
         valid = valid & (z_min > near) & (area != 0)
@@ -164,24 +168,13 @@ if triton is not None:
         key = tl.load(zbuf_ptr + n * n_pix + p, mask=inside, other=-1)
         covered = inside & (key >= 0) & (key != 0x7FFFFFFFFFFFFFFF)
         f = tl.where(covered, key & 0xFFFFFFFF, 0).to(tl.int32)
-        v0 = tl.load(faces_ptr + 3 * f, mask=covered, other=0)
-        v1 = tl.load(faces_ptr + 3 * f + 1, mask=covered, other=0)
-        v2 = tl.load(faces_ptr + 3 * f + 2, mask=covered, other=0)
         row = n * n_verts
-        x0 = tl.load(x_ptr + row + v0, mask=covered, other=0.0)
-        x1 = tl.load(x_ptr + row + v1, mask=covered, other=1.0)
-        x2 = tl.load(x_ptr + row + v2, mask=covered, other=0.0)
-        y0 = tl.load(y_ptr + row + v0, mask=covered, other=0.0)
-        y1 = tl.load(y_ptr + row + v1, mask=covered, other=0.0)
-        y2 = tl.load(y_ptr + row + v2, mask=covered, other=1.0)
+        v0, v1, v2, x0, x1, x2, y0, y1, y2 = _corners(faces_ptr, x_ptr, y_ptr, row, f, covered)
+        x1 = tl.where(covered, x1, 1.0)           # a unit triangle where empty: no division by 0
+        y2 = tl.where(covered, y2, 1.0)
         px = (p % width).to(tl.float32) + 0.5
         py = (p // width).to(tl.float32) + 0.5
-        u0 = x0 - px
-        u1 = x1 - px
-        u2 = x2 - px
-        w0 = y0 - py
-        w1 = y1 - py
-        w2 = y2 - py
+        u0, u1, u2, w0, w1, w2 = _relative(x0, x1, x2, y0, y1, y2, px, py)       # corners - pixel
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         e0 = (u1 * w2 - u2 * w1) / area
         e1 = (u2 * w0 - u0 * w2) / area

@@ -41,6 +41,7 @@ from .experiment import Experiment, fetch_authors_checkpoints
 from .neural_mesh import NeuralMesh, load_trained
 from .plots import plot_categories
 from .pose import MeshPoseSolver, SolverConfig
+from .score import BACKENDS
 from .utils import atomic_path, atomic_savez, atomic_write_text, setup_logging
 
 log = logging.getLogger("nemopose.inference")
@@ -331,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimise from the k best initial poses, keep the lowest loss (default 1)")
     p.add_argument("--early-stop-tol", type=float, default=None,
                    help="stop when the losses change less than this over 20 steps (default: never)")
+    p.add_argument("--solver-backend", default=s.backend, choices=BACKENDS,
+                   help="pose-loss implementation: auto (default: Triton kernels on CUDA, PyTorch on the CPU), "
+                        "torch or triton")
     p.add_argument("--perspective-correct", action="store_true",
                    help="perspective-correct barycentrics (PyTorch3D >= 0.3 default; the paper used screen-space)")
     p.add_argument("--download", default="auto", choices=("auto", "no"),
@@ -345,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> InferenceConfig:
     solver = replace(SolverConfig(), steps=args.steps, lr=args.lr, use_clutter=not args.turn_off_clutter,
                      num_starts=args.num_starts, early_stop_tol=args.early_stop_tol,
-                     perspective_correct=args.perspective_correct)
+                     perspective_correct=args.perspective_correct, backend=args.solver_backend)
     categories = None if constants.wants_all(args.categories) else constants.parse_categories(args.categories)
     return InferenceConfig(dataroot=args.dataroot, exproot=args.exproot, categories=categories, mesh_d=args.mesh_d,
                            azimuth_bins=args.azimuth_bins, occ_level=constants.parse_occlusion_level(args.occ_level),

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import geometry
-from .score import METHODS, ImageBatch, PoseScorer
+from .score import BACKENDS, METHODS, ImageBatch, PoseScorer
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ class SolverConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.num_starts < 1:
             raise ValueError(f"num_starts must be >= 1, got {self.num_starts}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         self.init_shifts = tuple((float(x), float(y)) for x, y in self.init_shifts)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from . import geometry, mesh, render
+from .errors import UsageError
 
 METHODS = ("similarity", "render")
 BACKENDS = ("auto", "torch", "triton")
@@ -53,7 +54,7 @@ def resolve_backend(backend: str, device: torch.device, *, method: str = "simila
     if reason is None and method != "similarity":
         reason = f"the Triton kernels implement method='similarity', not {method!r}"
     if reason is not None and backend == "triton":
-        raise ValueError(f"backend='triton': {reason}")
+        raise UsageError(f"solver backend 'triton' cannot run here: {reason}; use 'auto' or 'torch'")
     return "torch" if reason is not None else "triton"
 
 

@@ -121,7 +121,8 @@ if triton is not None:
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         z_min = tl.minimum(tl.minimum(z0, z1), z2)
         valid = valid & (z_min > near) & (area != 0)
-        inv_area = 1.0 / tl.where(area != 0, area, 1.0)
+        # IEEE divisions (div_rn), as PyTorch's, not the GPU's default approximate one
+        inv_area = tl.math.div_rn(tl.full([BLOCK], 1.0, tl.float32), tl.where(area != 0, area, 1.0))
         a0 = (y1 - y2) * inv_area
         a1 = (y2 - y0) * inv_area
         a2 = (y0 - y1) * inv_area
@@ -176,9 +177,9 @@ if triton is not None:
         py = (p // width).to(tl.float32) + 0.5
         u0, u1, u2, w0, w1, w2 = _relative(x0, x1, x2, y0, y1, y2, px, py)       # corners - pixel
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-        e0 = (u1 * w2 - u2 * w1) / area
-        e1 = (u2 * w0 - u0 * w2) / area
-        e2 = (u0 * w1 - u1 * w0) / area
+        e0 = tl.math.div_rn(u1 * w2 - u2 * w1, area)
+        e1 = tl.math.div_rn(u2 * w0 - u0 * w2, area)
+        e2 = tl.math.div_rn(u0 * w1 - u1 * w0, area)
         image = tl.load(image_ptr + n).to(tl.int64)
         table = sim_ptr + image * n_verts * n_pix + p
         s0 = tl.load(table + v0.to(tl.int64) * n_pix, mask=covered, other=0.0)
@@ -199,9 +200,9 @@ if triton is not None:
             g1 = slope * s1
             g2 = slope * s2
             dot = g0 * e0 + g1 * e1 + g2 * e2
-            h0 = (g0 - dot) / area
-            h1 = (g1 - dot) / area
-            h2 = (g2 - dot) / area
+            h0 = tl.math.div_rn(g0 - dot, area)
+            h1 = tl.math.div_rn(g1 - dot, area)
+            h2 = tl.math.div_rn(g2 - dot, area)
             tl.atomic_add(gx_ptr + row + v0, w1 * h2 - w2 * h1, mask=covered)
             tl.atomic_add(gx_ptr + row + v1, w2 * h0 - w0 * h2, mask=covered)
             tl.atomic_add(gx_ptr + row + v2, w0 * h1 - w1 * h0, mask=covered)

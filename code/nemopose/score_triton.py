@@ -211,6 +211,39 @@ if triton is not None:
             tl.atomic_add(gy_ptr + row + v2, h0 * u1 - h1 * u0, mask=covered)
 
 
+_SIGNATURES = {
+    "zbuffer": {"x_ptr": "*fp32", "y_ptr": "*fp32", "z_ptr": "*fp32", "faces_ptr": "*i32", "orient_ptr": "*fp32",
+                "front_ptr": "*i32", "zbuf_ptr": "*i64", "n_instances": "i32", "n_faces": "i32", "n_verts": "i32",
+                "height": "i32", "width": "i32", "near": "fp32", "CULL": "constexpr", "BLOCK": "constexpr"},
+    "loss": {"x_ptr": "*fp32", "y_ptr": "*fp32", "faces_ptr": "*i32", "zbuf_ptr": "*i64", "image_ptr": "*i64",
+             "sim_ptr": "*fp32", "clutter_ptr": "*fp32", "partial_ptr": "*fp32", "gx_ptr": "*fp32", "gy_ptr": "*fp32",
+             "n_verts": "i32", "height": "i32", "width": "i32", "n_blocks": "i32",
+             "CLUTTER": "constexpr", "GRAD": "constexpr", "BLOCK": "constexpr"},
+}
+
+
+def compile_ahead(arch: int = 90) -> dict[str, dict[str, str]]:
+    """Compile every variant of both kernels for an NVIDIA GPU of compute capability
+    ``arch`` (90: H100/H200) without a GPU (Triton's own ptxas), e.g. to check that they
+    build. Needs triton and ``TRITON_INTERPRET`` unset when this module was imported.
+    Returns ``{variant: compiled assembly by kind (ttir, ptx, cubin, ...)}``."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if interpreted():
+        raise RuntimeError("compile_ahead: TRITON_INTERPRET is set; the kernels are interpreted here")
+    target = GPUTarget("cuda", arch, 32)
+    variants = [("zbuffer", _zbuffer_kernel, {"CULL": cull, "BLOCK": _FACE_BLOCK}) for cull in (True, False)]
+    variants += [("loss", _loss_kernel, {"CLUTTER": clutter, "GRAD": grad, "BLOCK": _PIXEL_BLOCK})
+                 for clutter in (True, False) for grad in (True, False)]
+    out = {}
+    for name, kernel, constants in variants:
+        src = ASTSource(fn=kernel, signature=_SIGNATURES[name], constexprs=constants)
+        label = name + "".join(f" {k}={v}" for k, v in constants.items() if k != "BLOCK")
+        out[label] = triton.compile(src, target=target).asm
+    return out
+
+
 def nearest_face_keys(planes: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
                       cull_backfaces: torch.Tensor | None = None, near: float = 1e-6) -> torch.Tensor:
     """The (N, H * W) int64 z-buffer of packed ``(depth bits << 32) | face`` keys (int64 max

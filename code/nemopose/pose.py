@@ -253,7 +253,8 @@ class MeshPoseSolver:
             params.append(shift)
         if not self._backend_checked:
             self._check_backend(images, center, theta, image_index, shift)
-        optim = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+        # fused: one kernel per step on CUDA (same update rule)
+        optim = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, fused=self.device.type == "cuda" or None)
         curve, traj, history = [], [], []
         for step in range(cfg.steps):
             for group in optim.param_groups:

@@ -167,6 +167,7 @@ class PoseScorer:
         self.method = method
         self.perspective_correct = perspective_correct
         self.backend = resolve_backend(backend, self.device, method=method, perspective_correct=perspective_correct)
+        self._used_vertices = None                 # torch.unique(faces), for the Triton backend
         self.face_orientation = None               # (F,) outward orientation when culling
         if cull_backfaces or cull_backfaces is None:
             orientation = mesh.convex_face_orientation(self.verts.cpu().numpy(), self.faces.cpu().numpy())
@@ -269,9 +270,11 @@ class PoseScorer:
         offset = images.clutter_offset.index_select(0, image_index) if images.clutter_score is not None else None
         if self.backend == "triton":
             from .score_triton import covered_totals
+            if self._used_vertices is None:
+                self._used_vertices = torch.unique(self.faces)       # once (a GPU sync)
             total = covered_totals(self.screen(centers, thetas, shift, planar=True), self.faces, image_index,
                                    images.sim, images.clutter_score, *self.map_size,
-                                   cull_backfaces=self.face_orientation)
+                                   cull_backfaces=self.face_orientation, used_vertices=self._used_vertices)
             return covered_pose_loss(total, offset, self.num_pixels)
         cov = render.rasterize_covered(self.screen(centers, thetas, shift, planar=True), self.faces, self.map_size,
                                        perspective_correct=self.perspective_correct,

@@ -245,9 +245,11 @@ def compile_ahead(arch: int = 90) -> dict[str, dict[str, str]]:
 
 
 def nearest_face_keys(planes: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
-                      cull_backfaces: torch.Tensor | None = None, near: float = 1e-6) -> torch.Tensor:
+                      cull_backfaces: torch.Tensor | None = None, near: float = 1e-6,
+                      used_vertices: torch.Tensor | None = None) -> torch.Tensor:
     """The (N, H * W) int64 z-buffer of packed ``(depth bits << 32) | face`` keys (int64 max
-    where no face covers the pixel) of screen planes (3, N, V) (no autograd)."""
+    where no face covers the pixel) of screen planes (3, N, V) (no autograd).
+    ``used_vertices``: ``torch.unique(faces)`` when known (computing it synchronises a GPU)."""
     _, n_poses, n_verts = planes.shape
     planes = planes.detach().to(torch.float32).contiguous()
     faces32 = faces.to(device=planes.device, dtype=torch.int32).contiguous()
@@ -256,7 +258,7 @@ def nearest_face_keys(planes: torch.Tensor, faces: torch.Tensor, height: int, wi
     if n_instances == 0:
         return zbuf
     if cull_backfaces is not None:
-        used = torch.unique(faces32.long())
+        used = torch.unique(faces32.long()) if used_vertices is None else used_vertices
         front = (planes[2].index_select(1, used).amin(1) > near).to(torch.int32)
         orient = cull_backfaces.to(device=planes.device, dtype=torch.float32).contiguous()
     else:
@@ -298,7 +300,8 @@ class _CoveredTotals(torch.autograd.Function):
 
 def covered_totals(planes: torch.Tensor, faces: torch.Tensor, image_index: torch.Tensor, sim: torch.Tensor,
                    clutter_score: torch.Tensor | None, height: int, width: int, *,
-                   cull_backfaces: torch.Tensor | None = None, near: float = 1e-6) -> torch.Tensor:
+                   cull_backfaces: torch.Tensor | None = None, near: float = 1e-6,
+                   used_vertices: torch.Tensor | None = None) -> torch.Tensor:
     """(N,) the :func:`nemopose.score.covered_sum` of N poses, differentiable w.r.t. the
     screen planes' x and y.
 
@@ -309,8 +312,10 @@ def covered_totals(planes: torch.Tensor, faces: torch.Tensor, image_index: torch
         image_index: (N,) the image of each pose in ``sim``.
         sim: (B, V, H * W) similarity tables; clutter_score: (B, H * W) or None.
         cull_backfaces: (F,) outward orientation of a closed convex mesh, or None.
+        used_vertices: ``torch.unique(faces)``, once per mesh (see :func:`nearest_face_keys`).
     """
-    zbuf = nearest_face_keys(planes, faces, height, width, cull_backfaces=cull_backfaces, near=near)
+    zbuf = nearest_face_keys(planes, faces, height, width, cull_backfaces=cull_backfaces, near=near,
+                             used_vertices=used_vertices)
     faces32 = faces.to(device=planes.device, dtype=torch.int32).contiguous()
     x, y = planes[0], planes[1]
     if x.dtype != torch.float32:

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nemopose import constants
-from nemopose.data import crop, layout
+from nemopose.data import crop
 
 
 def test_reproduces_the_authors_sample_car(shared_data):

@@ -8,7 +8,7 @@ import pytest
 import scipy.io
 
 from nemopose import constants
-from nemopose.data import annotation, layout, mat_record, pascal3d, synthetic, synthetic_scene
+from nemopose.data import annotation, mat_record, pascal3d, synthetic, synthetic_scene
 
 VIEW = synthetic_scene.View(azimuth=math.radians(123.4), elevation=math.radians(17.0), theta=math.radians(-3.0),
                       distance=6.5, px=251.25, py=180.5, height=375, width=500)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nemopose import constants, geometry, mesh
-from nemopose.data import layout, mat_record, pascal3d, prepare, synthetic, synthetic_cad, synthetic_scene
+from nemopose.data import layout, mat_record, prepare, synthetic, synthetic_cad, synthetic_scene
 
 TINY = synthetic.preset("tiny")
 

@@ -4,6 +4,7 @@ Google Drive's confirmation pages, unsafe archives, and the whole dataset fetch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -112,18 +113,27 @@ class Server(http.server.ThreadingHTTPServer):
         pass  # clients hanging up on a dropped or stalled transfer are the point of the tests
 
 
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
+@contextlib.contextmanager
+def loopback_server(root: Path):
+    """A loopback HTTP server (127.0.0.1 only, Range support) over ``root``; yields its
+    :class:`ServerState` (``.url``, failure switches)."""
+    root.mkdir(parents=True, exist_ok=True)
     httpd = Server(("127.0.0.1", 0), Handler)
     httpd.state = ServerState(root)
     httpd.state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield httpd.state
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield httpd.state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    with loopback_server(tmp_path / "served") as state:
+        yield state
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """Inference end to end on the tiny synthetic PASCAL3D+: feature files in the original's
 format, fused == two-stage, per-image results, tables, multi meshes, torchrun sharding."""
 
-import math
 import os
 import subprocess
 import sys

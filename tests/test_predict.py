@@ -6,7 +6,6 @@ has to find it."""
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from nemopose import evaluate, train as T, train_config

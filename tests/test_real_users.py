@@ -3,22 +3,19 @@ weights fetched and hash-checked, expected mistakes ending in one clean line, th
 yes/no variables."""
 
 import argparse
-import os
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from nemopose import cli, constants, inference, mesh, model as M
+from nemopose import cli, inference, mesh, model as M
 from nemopose.data import layout
 from nemopose.experiment import Experiment, fetch_authors_checkpoints
 from nemopose.neural_mesh import load_trained
-from test_download import Handler, Server, ServerState
+from test_download import loopback_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,16 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def mirror(tmp_path):
     """A loopback HTTP server over a folder (127.0.0.1 only), with Range support."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-    httpd = Server(("127.0.0.1", 0), Handler)
-    httpd.state = ServerState(root)
-    httpd.state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield httpd.state
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server(tmp_path / "mirror") as state:
+        yield state
 
 
 def original_checkpoint(num_vertices: int, seed: int = 0) -> tuple[dict, M.NeMoNet]:

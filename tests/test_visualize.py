@@ -59,7 +59,7 @@ def test_ground_truth_is_drawn_where_the_annotation_says(tiny_dataroot):
     render camera's: the object's CAD model drawn at the ground truth covers the annotated
     object box of the crop to within a few pixels (with the PASCAL3D+ distance passed
     unconverted it would not)."""
-    from nemopose import constants, geometry
+    from nemopose import geometry
     from nemopose.data import annotation, layout
     from nemopose.data.pascal3d import Pascal3DRelease
 

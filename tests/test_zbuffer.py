@@ -38,6 +38,15 @@ def facing_camera(screen, faces, orientation, image, face):
     return area * orientation[face] < 0
 
 
+def random_tables(n_verts, n_maps, seed, channels=16):
+    """Unit vertex features (V, C), feature maps (n_maps, C, 32, 84) and a clutter vector."""
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.nn.functional.normalize(torch.randn(n_verts, channels, generator=g), dim=1)
+    maps = torch.nn.functional.normalize(torch.randn(n_maps, channels, 32, 84, generator=g), dim=1)
+    clutter = torch.nn.functional.normalize(torch.randn(channels, generator=g), dim=0)
+    return feats, maps, clutter
+
+
 @pytest.fixture(scope="module")
 def car():
     verts, faces = mesh.cuboid_mesh(*CAR_EXTENT)
@@ -228,10 +237,7 @@ def test_planar_projection_is_the_camera_model_and_batch_independent():
 def test_scorer_losses_and_gradients_do_not_depend_on_the_batch(car):
     """What makes the batched solver the same as one image at a time, to the bit."""
     verts, faces, _ = car
-    g = torch.Generator().manual_seed(8)
-    feats = torch.nn.functional.normalize(torch.randn(len(verts), 16, generator=g), dim=1)
-    maps = torch.nn.functional.normalize(torch.randn(4, 16, 32, 84, generator=g), dim=1)
-    clutter = torch.nn.functional.normalize(torch.randn(16, generator=g), dim=0)
+    feats, maps, clutter = random_tables(len(verts), 4, seed=8)
     scorer = score.PoseScorer(verts, faces, feats, (32, 84))
     poses = random_poses(4, seed=9, distance=(4.5, 5.5)).float()
     center = geometry.camera_center(poses[:, 0], poses[:, 1], poses[:, 3])
@@ -253,10 +259,7 @@ def test_scorer_losses_and_gradients_do_not_depend_on_the_batch(car):
 def test_per_step_loss_equals_the_initial_grid_loss(car):
     """The two covered-pixel layouts of the loss (the optimiser's and the initial grid's)."""
     verts, faces, _ = car
-    g = torch.Generator().manual_seed(10)
-    feats = torch.nn.functional.normalize(torch.randn(len(verts), 16, generator=g), dim=1)
-    maps = torch.nn.functional.normalize(torch.randn(2, 16, 32, 84, generator=g), dim=1)
-    clutter = torch.nn.functional.normalize(torch.randn(16, generator=g), dim=0)
+    feats, maps, clutter = random_tables(len(verts), 2, seed=10)
     solver = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0)
     for use_clutter in (clutter, None):
         images = solver.scorer.prepare(maps, use_clutter)

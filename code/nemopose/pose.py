@@ -55,8 +55,8 @@ class SolverConfig:
         method: "similarity" (fast, default) or "render" (explicit feature rendering).
         backend: "auto" (default: two fused Triton kernels per step on CUDA, plain PyTorch
             on the CPU), "torch" or "triton" (:func:`nemopose.score.resolve_backend`). On
-            first use the Triton loss and gradient are checked against PyTorch's on a few
-            poses; if they disagree the solver warns and uses PyTorch.
+            first use the scorer checks the Triton loss and gradient against PyTorch's on a
+            few poses; if they fail or disagree it warns and uses PyTorch.
         chunk_bytes: memory budget of a chunk of images solved together; None (default)
             sizes it from the device (:func:`chunk_budget_bytes`).
         record_trajectory: also return the loss and pose after every step.
@@ -162,7 +162,6 @@ class MeshPoseSolver:
                                  perspective_correct=self.config.perspective_correct,
                                  cull_backfaces=self.config.cull_backfaces, device=self.device,
                                  render_size=render_size, backend=self.config.backend)
-        self._backend_checked = self.scorer.backend == "torch"
         self.map_size = self.scorer.map_size
         self.init_distance = float(init_distance)
         self.init_grid = initial_poses(self.config).to(self.device, torch.float32)   # (K, 3)
@@ -251,8 +250,6 @@ class MeshPoseSolver:
         if cfg.optimize_translation:
             shift = self.init_shifts.index_select(0, chosen).clone().requires_grad_(True)
             params.append(shift)
-        if not self._backend_checked:
-            self._check_backend(images, center, theta, image_index, shift)
         # fused: one kernel per step on CUDA (same update rule)
         optim = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, fused=self.device.type == "cuda" or None)
         curve, traj, history = [], [], []
@@ -289,38 +286,6 @@ class MeshPoseSolver:
             out["loss_curve"] = torch.stack(curve, 1)[pick]
             out["trajectory"] = torch.stack(traj, 1)[pick]
         return {k: v.detach().cpu() for k, v in out.items()}
-
-    def _check_backend(self, images: ImageBatch, center, theta, image_index, shift, n: int = 16) -> None:
-        """Compare the Triton loss and gradient with PyTorch's on the first ``n`` start poses
-        (once per solver); on disagreement warn and fall back to PyTorch."""
-        self._backend_checked = True
-        pick = slice(0, min(n, center.shape[0]))
-        results = []
-        for backend in ("triton", "torch"):
-            self.scorer.backend = backend
-            c, t = center[pick].detach().clone().requires_grad_(True), theta[pick].detach().clone().requires_grad_(True)
-            s = None if shift is None else shift[pick].detach().clone()
-            try:
-                loss = self.scorer.losses(images, c, t, image_index[pick], s)
-                grad_c, grad_t = torch.autograd.grad(loss.sum(), (c, t))
-            except Exception as exc:      # e.g. no compiler for this GPU: the PyTorch path still works
-                if backend == "torch":
-                    raise
-                log.warning("the Triton pose loss failed on this device (%s); solving with the PyTorch backend",
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-                self.scorer.backend = "torch"
-                return
-            results.append((loss.detach(), grad_c, grad_t))
-        (loss_a, gc_a, gt_a), (loss_b, gc_b, gt_b) = results
-        scale = max(float(gc_b.abs().max()), float(gt_b.abs().max()), 1e-6)
-        err = max(float((loss_a - loss_b).abs().max()),
-                  float((gc_a - gc_b).abs().max()) / scale, float((gt_a - gt_b).abs().max()) / scale)
-        if err <= 1e-3:
-            self.scorer.backend = "triton"
-            log.debug("triton backend agrees with torch (largest difference %.2e)", err)
-        else:
-            log.warning("the Triton pose loss disagrees with PyTorch's on this device (relative difference "
-                        "%.2e); solving with the PyTorch backend", err)
 
     @staticmethod
     def _read_pose(center: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

@@ -26,12 +26,15 @@ half the faces; ``cull_backfaces``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from . import geometry, mesh, render
 from .errors import UsageError
+
+log = logging.getLogger(__name__)
 
 METHODS = ("similarity", "render")
 BACKENDS = ("auto", "torch", "triton")
@@ -167,7 +170,7 @@ class PoseScorer:
         self.method = method
         self.perspective_correct = perspective_correct
         self.backend = resolve_backend(backend, self.device, method=method, perspective_correct=perspective_correct)
-        self._used_vertices = None                 # torch.unique(faces), for the Triton backend
+        self._kernel_mesh = None                   # the faces as the Triton kernels read them
         self.face_orientation = None               # (F,) outward orientation when culling
         if cull_backfaces or cull_backfaces is None:
             orientation = mesh.convex_face_orientation(self.verts.cpu().numpy(), self.faces.cpu().numpy())
@@ -264,28 +267,66 @@ class PoseScorer:
 
         With ``method="similarity"`` only the covered pixels are visited
         (:func:`covered_pose_loss`), in plain PyTorch or in two Triton kernels
-        (``backend``); ``method="render"`` renders dense feature maps."""
+        (``backend``; checked against PyTorch on first use, see :meth:`_check_triton`);
+        ``method="render"`` renders dense feature maps."""
         if self.method == "render":
             return self.fragment_losses(self.rasterize(centers, thetas, shift), image_index, images)
+        if self.backend == "triton" and self._kernel_mesh is None:
+            self._check_triton(images, centers, thetas, image_index, shift)
+        total = self._covered_totals(self.backend, images, self.screen(centers, thetas, shift, planar=True),
+                                     image_index)
         offset = images.clutter_offset.index_select(0, image_index) if images.clutter_score is not None else None
-        if self.backend == "triton":
-            from .score_triton import covered_totals
-            if self._used_vertices is None:
-                self._used_vertices = torch.unique(self.faces)       # once (a GPU sync)
-            total = covered_totals(self.screen(centers, thetas, shift, planar=True), self.faces, image_index,
-                                   images.sim, images.clutter_score, *self.map_size,
-                                   cull_backfaces=self.face_orientation, used_vertices=self._used_vertices)
-            return covered_pose_loss(total, offset, self.num_pixels)
-        cov = render.rasterize_covered(self.screen(centers, thetas, shift, planar=True), self.faces, self.map_size,
-                                       perspective_correct=self.perspective_correct,
+        return covered_pose_loss(total, offset, self.num_pixels)
+
+    def _covered_totals(self, backend: str, images: ImageBatch, planes: torch.Tensor,
+                        image_index: torch.Tensor) -> torch.Tensor:
+        """(N,) :func:`covered_sum` of the poses whose screen planes are ``planes``."""
+        if backend == "triton":
+            from . import score_triton
+            return score_triton.covered_totals(planes, self._kernel_mesh, image_index, images.sim,
+                                               images.clutter_score, *self.map_size)
+        cov = render.rasterize_covered(planes, self.faces, self.map_size, perspective_correct=self.perspective_correct,
                                        cull_backfaces=self.face_orientation, planar=True, with_depth=False)
         image = image_index.index_select(0, cov.batch)                            # (M,)
         s_o = self._covered_object_scores(images, image, cov.pixel, cov.vertex, cov.bary)
         s_c = None
         if images.clutter_score is not None:
             s_c = images.clutter_score.reshape(-1).index_select(0, image * self.num_pixels + cov.pixel)
-        total = covered_sum(s_o, s_c, cov.batch, image_index.shape[0])
-        return covered_pose_loss(total, offset, self.num_pixels)
+        return covered_sum(s_o, s_c, cov.batch, image_index.shape[0])
+
+    def _check_triton(self, images: ImageBatch, centers, thetas, image_index, shift, n: int = 16) -> None:
+        """Before the Triton kernels' first use: build their mesh tables and compare their
+        sums and gradients with PyTorch's on the first ``n`` poses; on a failure (e.g. no
+        compiler for this GPU) or a disagreement, warn and use PyTorch from then on."""
+        from . import score_triton
+        self._kernel_mesh = score_triton.KernelMesh.build(self.faces, self.face_orientation)
+        pick = slice(0, min(n, centers.shape[0]))
+        results = []
+        with torch.enable_grad():
+            for backend in ("triton", "torch"):
+                c, t = (v[pick].detach().clone().requires_grad_(True) for v in (centers, thetas))
+                s = None if shift is None else shift[pick].detach()
+                try:
+                    total = self._covered_totals(backend, images, self.screen(c, t, s, planar=True), image_index[pick])
+                    results.append((total.detach(), *torch.autograd.grad(total.sum(), (c, t))))
+                except Exception as exc:      # the PyTorch path is the reference: its errors propagate
+                    if backend == "torch":
+                        raise
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    log.warning("the Triton pose loss failed on this device (%s); solving with the PyTorch backend",
+                                first)
+                    self.backend = "torch"
+                    return
+        (sum_a, gc_a, gt_a), (sum_b, gc_b, gt_b) = results
+        scale = max(float(gc_b.abs().max()), float(gt_b.abs().max()), 1e-6)
+        err = max(float((sum_a - sum_b).abs().max()) / self.num_pixels,
+                  float((gc_a - gc_b).abs().max()) / scale, float((gt_a - gt_b).abs().max()) / scale)
+        if err > 1e-3:
+            log.warning("the Triton pose loss disagrees with PyTorch's on this device (relative difference "
+                        "%.2e); solving with the PyTorch backend", err)
+            self.backend = "torch"
+        else:
+            log.debug("the Triton pose loss agrees with PyTorch's (largest difference %.2e)", err)
 
     def losses_at(self, images: ImageBatch, poses: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
         """Losses of poses given as angles (no gradient), e.g. for loss landscapes.

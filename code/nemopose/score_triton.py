@@ -26,6 +26,7 @@ kernels on the CPU: the tests compare them with the PyTorch path there.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -35,7 +36,7 @@ try:
 except ImportError:          # pragma: no cover - exercised where triton is missing
     triton = None
 
-__all__ = ["available", "unavailable_reason", "covered_totals"]
+__all__ = ["unavailable_reason", "KernelMesh", "nearest_face_keys", "covered_totals", "compile_ahead"]
 
 _EMPTY = torch.iinfo(torch.int64).max
 _FACE_BLOCK = 128
@@ -55,10 +56,6 @@ def unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cpu" and interpreted():
         return None
     return f"Triton kernels need a CUDA device (or TRITON_INTERPRET=1 on the CPU), got {device}"
-
-
-def available(device: torch.device) -> bool:
-    return unavailable_reason(device) is None
 
 
 if triton is not None:
@@ -244,29 +241,48 @@ def compile_ahead(arch: int = 90) -> dict[str, dict[str, str]]:
     return out
 
 
-def nearest_face_keys(planes: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
-                      cull_backfaces: torch.Tensor | None = None, near: float = 1e-6,
-                      used_vertices: torch.Tensor | None = None) -> torch.Tensor:
+@dataclass(frozen=True)
+class KernelMesh:
+    """A mesh's faces as the kernels read them, built once per mesh (:meth:`build`).
+
+    Attributes:
+        faces: (F, 3) int32, contiguous.
+        used: the vertices the faces use (their depths decide whether culling applies).
+        orientation: (F,) float32 outward orientation for back-face culling, or None.
+    """
+
+    faces: torch.Tensor
+    used: torch.Tensor
+    orientation: torch.Tensor | None
+
+    @classmethod
+    def build(cls, faces: torch.Tensor, cull_backfaces: torch.Tensor | None = None) -> "KernelMesh":
+        """From (F, 3) faces and, to cull back faces, their (F,) outward orientation
+        (:func:`nemopose.mesh.convex_face_orientation`). ``torch.unique`` synchronises a
+        GPU: build once, not every step."""
+        orientation = None if cull_backfaces is None else cull_backfaces.to(faces.device, torch.float32).contiguous()
+        return cls(faces.to(torch.int32).contiguous(), torch.unique(faces.long()), orientation)
+
+
+def nearest_face_keys(planes: torch.Tensor, mesh: KernelMesh, height: int, width: int, *,
+                      near: float = 1e-6) -> torch.Tensor:
     """The (N, H * W) int64 z-buffer of packed ``(depth bits << 32) | face`` keys (int64 max
-    where no face covers the pixel) of screen planes (3, N, V) (no autograd).
-    ``used_vertices``: ``torch.unique(faces)`` when known (computing it synchronises a GPU)."""
+    where no face covers the pixel) of screen planes (3, N, V) (no autograd)."""
     _, n_poses, n_verts = planes.shape
     planes = planes.detach().to(torch.float32).contiguous()
-    faces32 = faces.to(device=planes.device, dtype=torch.int32).contiguous()
     zbuf = torch.full((n_poses, height * width), _EMPTY, dtype=torch.int64, device=planes.device)
-    n_instances = n_poses * faces32.shape[0]
+    n_instances = n_poses * mesh.faces.shape[0]
     if n_instances == 0:
         return zbuf
-    if cull_backfaces is not None:
-        used = torch.unique(faces32.long()) if used_vertices is None else used_vertices
-        front = (planes[2].index_select(1, used).amin(1) > near).to(torch.int32)
-        orient = cull_backfaces.to(device=planes.device, dtype=torch.float32).contiguous()
+    if mesh.orientation is not None:
+        front = (planes[2].index_select(1, mesh.used).amin(1) > near).to(torch.int32)
+        orient = mesh.orientation
     else:
         front = orient = torch.zeros(1, dtype=torch.int32, device=planes.device)
     grid = (triton.cdiv(n_instances, _FACE_BLOCK),)
-    _zbuffer_kernel[grid](planes[0], planes[1], planes[2], faces32, orient, front, zbuf,
-                          n_instances, faces32.shape[0], n_verts, height, width, near,
-                          CULL=cull_backfaces is not None, BLOCK=_FACE_BLOCK)
+    _zbuffer_kernel[grid](planes[0], planes[1], planes[2], mesh.faces, orient, front, zbuf,
+                          n_instances, mesh.faces.shape[0], n_verts, height, width, near,
+                          CULL=mesh.orientation is not None, BLOCK=_FACE_BLOCK)
     return zbuf
 
 
@@ -298,28 +314,22 @@ class _CoveredTotals(torch.autograd.Function):
         return gx * scale, gy * scale, None, None, None, None, None, None, None
 
 
-def covered_totals(planes: torch.Tensor, faces: torch.Tensor, image_index: torch.Tensor, sim: torch.Tensor,
-                   clutter_score: torch.Tensor | None, height: int, width: int, *,
-                   cull_backfaces: torch.Tensor | None = None, near: float = 1e-6,
-                   used_vertices: torch.Tensor | None = None) -> torch.Tensor:
+def covered_totals(planes: torch.Tensor, mesh: KernelMesh, image_index: torch.Tensor, sim: torch.Tensor,
+                   clutter_score: torch.Tensor | None, height: int, width: int, *, near: float = 1e-6) -> torch.Tensor:
     """(N,) the :func:`nemopose.score.covered_sum` of N poses, differentiable w.r.t. the
     screen planes' x and y.
 
     Args:
         planes: (3, N, V) screen column, row and depth planes
             (:meth:`nemopose.score.PoseScorer.screen` with ``planar=True``).
-        faces: (F, 3) vertex indices.
+        mesh: the faces (:class:`KernelMesh`).
         image_index: (N,) the image of each pose in ``sim``.
         sim: (B, V, H * W) similarity tables; clutter_score: (B, H * W) or None.
-        cull_backfaces: (F,) outward orientation of a closed convex mesh, or None.
-        used_vertices: ``torch.unique(faces)``, once per mesh (see :func:`nearest_face_keys`).
     """
-    zbuf = nearest_face_keys(planes, faces, height, width, cull_backfaces=cull_backfaces, near=near,
-                             used_vertices=used_vertices)
-    faces32 = faces.to(device=planes.device, dtype=torch.int32).contiguous()
+    zbuf = nearest_face_keys(planes, mesh, height, width, near=near)
     x, y = planes[0], planes[1]
     if x.dtype != torch.float32:
         raise ValueError(f"covered_totals: float32 screen planes expected, got {x.dtype}")
-    return _CoveredTotals.apply(x.contiguous(), y.contiguous(), zbuf, faces32, image_index.contiguous(),
+    return _CoveredTotals.apply(x.contiguous(), y.contiguous(), zbuf, mesh.faces, image_index.contiguous(),
                                 sim.contiguous(), None if clutter_score is None else clutter_score.contiguous(),
                                 height, width)

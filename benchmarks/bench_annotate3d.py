@@ -1,7 +1,7 @@
 """3D-annotation benchmark: vertex pixels, visibility and weights of the car cuboid.
 
 Setting (SPEC 6.3 at the real car size): the released car cuboid (1024 vertices, 1724
-faces) and the real PASCAL3D+ car of the shared fixtures (500 x 334 original image, its
+faces) and the real PASCAL3D+ car of the test fixtures (500 x 334 original image, its
 annotation), seen from ``--images`` viewpoints (the annotated one with the azimuth turned
 in equal steps, elevation varied). Times the whole per-image step
 (:func:`annotate3d.annotate_vertices`) with each z-buffer:
@@ -27,20 +27,13 @@ import numpy as np
 import torch
 
 
-from common import car_cuboid, environment_line, print_table, shared_data_dir, time_call
+from common import FIXTURES, car_cuboid, environment_line, print_table, time_call
 from nemopose.data import annotate3d
 
 
 def car_annotation() -> dict:
-    """The real car's annotation, or (without the fixtures) one with the same numbers."""
-    shared = shared_data_dir()
-    if shared is not None:
-        return dict(np.load(shared / "real" / "nemo_sample_car" / "car_annotation.npz"))
-    return {"azimuth": 4.652060109480217, "elevation": -0.08167320766498072, "theta": -0.00031043026613093955,
-            "distance": 5.895104611896633, "focal": 1.0, "viewport": 3000.0,
-            "principal": np.array([256.69908247, 165.54615731]), "height": 334, "width": 500,
-            "box_ori": np.array([86, 245, 45, 490, 334, 500], np.float32),
-            "box_obj": np.array([35, 222, 74, 598, 256, 672], np.float32)}
+    """The real car's annotation (tests/fixtures/real/nemo_sample_car)."""
+    return dict(np.load(FIXTURES / "real" / "nemo_sample_car" / "car_annotation.npz"))
 
 
 def main() -> None:

@@ -2,12 +2,12 @@
 
 Rows, all measured in this run with the default settings of the code being measured:
 
-- ``solver batch B``: seconds of :meth:`nemopose.pose.MeshPoseSolver.solve` over B images
+- ``solver batch B``: seconds of :meth:`nemopose.solve.solver.MeshPoseSolver.solve` over B images
   at the paper settings (car 32 x 84 maps, 1024-vertex cuboid, 128-d, 144 initial poses,
   300 Adam steps), in ms per image; the chunk size the solver picked from the free device
   memory and the peak memory are in the note. The B images are ``--distinct`` different
   problems (bench_pose.make_problem) repeated: every image is solved in full. The default
-  backend on CUDA is the two Triton kernels per step (nemopose.score_triton); the row
+  backend on CUDA is the two Triton kernels per step (nemopose.solve.score_triton); the row
   ``torch backend`` solves ``--torch-batch`` images with the plain-PyTorch step, the
   baseline of the same run.
 - ``parity``: the first ``--parity`` problems solved on the CPU and on the device: how
@@ -34,7 +34,8 @@ import torch
 from bench_pose import make_problem, median_error_deg
 from bench_train import measure as measure_training
 from common import car_cuboid, environment_line, print_table
-from nemopose import geometry, pose
+from nemopose import geometry
+from nemopose.solve import solver as pose
 
 
 def synchronize(device: torch.device) -> None:

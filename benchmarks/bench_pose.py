@@ -26,7 +26,9 @@ import torch
 
 
 from common import car_cuboid, environment_line, print_table
-from nemopose import geometry, pose, render
+from nemopose import geometry
+from nemopose.solve import solver as pose
+from nemopose.render import raster as render
 
 
 def make_problem(n_images: int, channels: int, seed: int = 0):

@@ -17,7 +17,8 @@ import torch
 
 
 from common import car_cuboid, environment_line, print_table, time_call
-from nemopose import geometry, mesh, render
+from nemopose import geometry, mesh
+from nemopose.render import raster as render
 
 
 

@@ -5,12 +5,12 @@ Rows (all on the same fake prepared car data at ``--size``, written to a tempora
 tests/fakedata.py, the one writer of fake prepared data; its noisy JPEGs decode somewhat
 slower than real crops, so the loader row is a conservative figure):
 
-- ``loader``: the training loader alone (nemopose.train_data.build_loader: ``--workers``
+- ``loader``: the training loader alone (nemopose.train.loader.build_loader: ``--workers``
   persistent workers, uint8 batches, pinned on CUDA), a warm epoch of ``--loader-batches``
   batches after one epoch that starts the workers;
-- ``step <precision>``: nemopose.train.training_step + backward + Adam step on one batch
+- ``step <precision>``: nemopose.train.loop.training_step + backward + Adam step on one batch
   already in memory (forward, loss, bank update; the host-to-device copy included);
-- ``epoch <precision> cold``: nemopose.train.train_one_epoch over ``--iterations`` batches
+- ``epoch <precision> cold``: nemopose.train.loop.train_one_epoch over ``--iterations`` batches
   with a fresh loader (its workers start here, once per run);
 - ``epoch <precision> warm``: the next epoch (persistent workers, the steady state).
 
@@ -42,10 +42,10 @@ from nemopose import constants
 from nemopose.data import layout
 from nemopose.data.datasets import TrainingDataset
 from nemopose.distributed import DistContext
-from nemopose.precision import PRECISIONS, check_precision
-from nemopose.train import build_banks, build_model, train_one_epoch, training_step
-from nemopose.train_config import TrainConfig, TrainState, effective_distance_thr
-from nemopose.train_data import MeshData, build_loader, build_meshes
+from nemopose.train.precision import PRECISIONS, check_precision
+from nemopose.train.loop import build_banks, build_model, train_one_epoch, training_step
+from nemopose.train.config import TrainConfig, TrainState, effective_distance_thr
+from nemopose.train.loader import MeshData, build_loader, build_meshes
 
 DISTINCT_IMAGES = 64      # fake images written; longer lists repeat them (decoding cost is the same)
 

@@ -14,29 +14,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_data_dir() -> Path | None:
-    """The shared fixtures folder (real meshes, golden outputs) when it can be found:
-    $NEMOPOSE_SHARED_DATA, else ../shared/data beside the checkout, else /work/shared/data."""
-    candidates = [os.environ.get("NEMOPOSE_SHARED_DATA"), REPO.parent / "shared" / "data",
-                  "/work/shared/data"]
-    for cand in candidates:
-        if cand and (Path(cand) / "real").is_dir():
-            return Path(cand)
-    return None
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def car_cuboid():
-    """The car cuboid: the released file when the fixtures are present, else the identical
-    mesh generated from its extents (the cuboid generator reproduces it exactly)."""
+    """The car cuboid released by the authors (tests/fixtures/real)."""
     from nemopose import mesh
 
-    shared = shared_data_dir()
-    if shared is not None:
-        return mesh.load_off(shared / "real" / "CAD_single" / "car" / "01.off")
-    verts, faces = mesh.cuboid_mesh((-0.18409000337123871, 0.18409000337123871),
-                                    (-0.44080001115798950, 0.43362998962402344),
-                                    (-0.16811999678611755, 0.12016001343727112))
-    return verts.astype("float32"), faces
+    return mesh.load_off(FIXTURES / "real" / "CAD_single" / "car" / "01.off")
 
 
 def malloc_tuned() -> bool:

@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from common import environment_line, print_table
-from nemopose import constants, geometry, pose
+from nemopose import constants, geometry
+from nemopose.solve import solver as pose
 from nemopose.data import layout
 from nemopose.data.datasets import TestDataset
 from nemopose.experiment import Experiment
 from nemopose.inference import network_maps
-from nemopose.neural_mesh import load_trained
+from nemopose.solve.neural_mesh import load_trained
 
 ANGLES = ("azimuth", "elevation", "theta")
 

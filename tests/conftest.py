@@ -1,4 +1,4 @@
-"""Shared test fixtures: the real and golden data in ../shared/data, random generators."""
+"""Shared test fixtures: the real and golden data in tests/fixtures, random generators, tiny data."""
 
 from __future__ import annotations
 
@@ -11,35 +11,24 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Without a GPU, Triton kernels (nemopose.score_triton) run in Triton's interpreter; the flag
+# Without a GPU, Triton kernels (nemopose.solve.score_triton) run in Triton's interpreter; the flag
 # must be set before triton is first imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def _find_shared() -> Path | None:
-    candidates = [os.environ.get("NEMOPOSE_SHARED_DATA"), REPO.parent / "shared" / "data",
-                  "/work/shared/data"]
-    for cand in candidates:
-        if cand and (Path(cand) / "real").is_dir() and (Path(cand) / "golden").is_dir():
-            return Path(cand)
-    return None
-
-
-SHARED = _find_shared()
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Folder with real/ and golden/ fixtures. Missing fixtures fail under CI
-    (NEMOPOSE_REQUIRE_FIXTURES=1) and skip elsewhere."""
-    if SHARED is None:
-        msg = ("shared fixtures not found: set NEMOPOSE_SHARED_DATA to the folder holding "
-               "real/ and golden/")
-        if os.environ.get("NEMOPOSE_REQUIRE_FIXTURES"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return SHARED
+def fixture_data() -> Path:
+    """tests/fixtures: real/ (the authors' released cuboids, one real PASCAL3D+ car) and
+    golden/ (outputs of the authors' code); their sources are in the READMEs there. They are
+    part of the repository, so a missing file is a failure, never a skip."""
+    for sub in ("real", "golden"):
+        if not (FIXTURES / sub).is_dir():
+            pytest.fail(f"test fixtures missing: {FIXTURES / sub} (they are part of the repository)")
+    return FIXTURES
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from nemopose import train as T, train_data
-from nemopose.bank import FeatureBank
+from nemopose.train import loop as T, loader as train_data
+from nemopose.train.bank import FeatureBank
 from nemopose.distributed import DistContext
-from nemopose.model import NeMoNet
+from nemopose.train.model import NeMoNet
 
 
 def one_step(config: T.TrainConfig, ctx: DistContext) -> dict:

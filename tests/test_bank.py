@@ -8,16 +8,16 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from nemopose import bank as B
+from nemopose.train import bank as B
 
 
-def _golden(shared_data):
-    return np.load(shared_data / "golden" / "feature_bank_trace.npz")
+def _golden(fixture_data):
+    return np.load(fixture_data / "golden" / "feature_bank_trace.npz")
 
 
-def test_golden_trace_seven_steps(shared_data):
+def test_golden_trace_seven_steps(fixture_data):
     """Memories, similarities and losses of the original bank for all 7 steps."""
-    d = _golden(shared_data)
+    d = _golden(fixture_data)
     nv, n, groups = int(d["n_vertices"]), int(d["num_noise"]), int(d["max_group"])
     bank = B.FeatureBank(nv, int(d["dim"]), n, groups, float(d["momentum"]))
     bank.memory.copy_(torch.from_numpy(d["memory0"]))

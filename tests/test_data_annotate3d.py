@@ -17,9 +17,9 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def car(shared_data):
-    verts, faces = mesh.load_off(shared_data / "real" / "CAD_single" / "car" / "01.off")
-    anno = dict(np.load(shared_data / "real" / "nemo_sample_car" / "car_annotation.npz"))
+def car(fixture_data):
+    verts, faces = mesh.load_off(fixture_data / "real" / "CAD_single" / "car" / "01.off")
+    anno = dict(np.load(fixture_data / "real" / "nemo_sample_car" / "car_annotation.npz"))
     return verts.astype(np.float64), faces, anno
 
 

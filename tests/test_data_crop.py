@@ -9,9 +9,9 @@ from nemopose import constants
 from nemopose.data import crop
 
 
-def test_reproduces_the_authors_sample_car(shared_data):
+def test_reproduces_the_authors_sample_car(fixture_data):
     """With the later pipeline's bbox centring, every box of the real sample is reproduced."""
-    sample = np.load(shared_data / "real" / "nemo_sample_car" / "car_annotation.npz")
+    sample = np.load(fixture_data / "real" / "nemo_sample_car" / "car_annotation.npz")
     geom = crop.crop_geometry(sample["bbox"], sample["principal"], float(sample["distance"]),
                               (int(sample["height"]), int(sample["width"])), (256, 672), center="bbox")
     np.testing.assert_array_equal(geom.box, sample["box"])

@@ -146,11 +146,11 @@ def test_occluder_mask(tmp_path):
         pascal3d.load_occluder_mask(tmp_path / "none.npz")
 
 
-def test_real_sample_annotation_has_our_keys(shared_data):
+def test_real_sample_annotation_has_our_keys(fixture_data):
     """The authors' real prepared car loads, and our 2D annotations carry every key it has."""
     from nemopose.data.crop import crop_geometry
 
-    sample = annotation.load(shared_data / "real" / "nemo_sample_car" / "car_annotation.npz")
+    sample = annotation.load(fixture_data / "real" / "nemo_sample_car" / "car_annotation.npz")
     assert sample["box"].shape == (6,) and sample["cropped_kp_list"].shape == (12, 2)
     record = mat_record.ObjectRecord("n0001", 500, 375, np.array([10.5, 20.25, 300.0, 250.75]), 3,
                                    mat_record.Viewpoint(1.0, 0.2, 0.0, 6.5, 1.0, 251.0, 180.0, 3000.0),

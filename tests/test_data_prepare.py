@@ -11,7 +11,8 @@ import scipy.io
 import torch
 
 from conftest import REPO, TINY_CATEGORIES
-from nemopose import constants, geometry, mesh, render
+from nemopose import constants, geometry, mesh
+from nemopose.render import raster as render
 from nemopose.data import annotation, crop, layout, mat_record, pascal3d, prepare, stages, synthetic, synthetic_cad
 
 SCALE = 0.5  # the synthetic default

@@ -18,7 +18,7 @@ def _one_thread():
 
 
 @pytest.mark.parametrize("category", constants.CATEGORIES)
-def test_every_category_renders_a_sensible_object(category, shared_data, tmp_path):
+def test_every_category_renders_a_sensible_object(category, fixture_data, tmp_path):
     models = synthetic.cad_models(category, TINY)
     assert len(models) == TINY.n_cad
     for m in models:
@@ -27,7 +27,7 @@ def test_every_category_renders_a_sensible_object(category, shared_data, tmp_pat
         # anchors are mesh vertices
         assert all(np.isclose(m.verts, a).all(1).any() for a in m.anchors)
     # Sizes close to the real CAD models: the cuboid extents within the size factor's reach.
-    real, _ = mesh.load_off(shared_data / "real" / "CAD_single" / category / "01.off")
+    real, _ = mesh.load_off(fixture_data / "real" / "CAD_single" / category / "01.off")
     ours, _ = mesh.cuboid_from_cad([m.verts for m in models])
     ratio = np.ptp(ours, 0) / np.ptp(real, 0)
     factor = synthetic_cad.SIZE_FACTOR[category]

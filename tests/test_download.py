@@ -1,4 +1,4 @@
-"""Downloading and unpacking (nemopose.download, nemopose.archive, nemopose.data.sources)
+"""Downloading and unpacking (nemopose.fetch.download, nemopose.fetch.archive, nemopose.fetch.sources)
 against a loopback HTTP server: dropped, stalled and lying transfers, servers without Range,
 Google Drive's confirmation pages, unsafe archives, and the whole dataset fetch."""
 
@@ -24,9 +24,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from nemopose import archive, download as dl, drive
-from nemopose.data import layout, sources
-from nemopose.download import DownloadError, UnsafeArchiveError
+from nemopose.fetch import archive, download as dl, drive
+from nemopose.data import layout
+from nemopose.fetch import sources
+from nemopose.fetch.download import DownloadError, UnsafeArchiveError
 
 LEVELS = ("FGL1_BGL1", "FGL2_BGL2", "FGL3_BGL3")
 
@@ -214,7 +215,7 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path, caplog):
     server.cut_first = True
     dest = tmp_path / "b.bin"
     dl.part_path(dest).write_bytes(b"x" * 777)  # wrong bytes: must not survive a 200 answer
-    with caplog.at_level(logging.INFO, logger="nemopose.download"):
+    with caplog.at_level(logging.INFO, logger="nemopose.fetch.download"):
         dl.download(f"{server.url}/b.bin", dest, progress=False)
     assert dest.read_bytes() == data
     assert "starting again from byte 0" in caplog.text
@@ -496,7 +497,7 @@ def test_level_archives_merge_into_one_folder(tmp_path, caplog):
                                + [f"lists/car{lv}.txt" for lv in LEVELS[:2]])
     # an entry that exists already is kept (and reported) unless overwrite=True
     z1b = _level_zip(tmp_path / "l1b.zip", "FGL1_BGL1", None, image=b"new")
-    with caplog.at_level(logging.WARNING, logger="nemopose.archive"):
+    with caplog.at_level(logging.WARNING, logger="nemopose.fetch.archive"):
         archive.safe_extract(z1b, occ)
     assert (occ / "images/carFGL1_BGL1/n01.JPEG").read_bytes() == b"img" and "kept 3 entries" in caplog.text
     archive.unpack_archive(z1b, occ, overwrite=True)

@@ -139,11 +139,11 @@ def test_batched_torch_and_differentiable():
     assert torch.autograd.gradcheck(lambda az: geometry.project_points(pts, az, e, 0.0 * e, 5.0 + 0 * e), (a,))
 
 
-def test_real_sample_projection_agrees_with_bbox(shared_data):
+def test_real_sample_projection_agrees_with_bbox(fixture_data):
     """SPEC 3: the real car's CAD model projected with its annotation spans x 43-473,
     y 91-256 against the annotated bbox x 45-490, y 87-246."""
-    anno = np.load(shared_data / "real" / "nemo_sample_car" / "car_annotation.npz")
-    verts, _ = mesh.load_off(shared_data / "real" / "nemo_sample_car" / "car.off")
+    anno = np.load(fixture_data / "real" / "nemo_sample_car" / "car_annotation.npz")
+    verts, _ = mesh.load_off(fixture_data / "real" / "nemo_sample_car" / "car.off")
     p = geometry.project_points(verts, anno["azimuth"], anno["elevation"], anno["theta"], anno["distance"],
                                 focal=float(anno["focal"]), principal=anno["principal"],
                                 viewport=float(anno["viewport"]))

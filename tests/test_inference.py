@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nemopose import evaluate, inference, train as T
+from nemopose import evaluate, inference
+from nemopose.train import loop as T
 from nemopose.data import annotation, layout
 from nemopose.experiment import Experiment
 from nemopose.data.datasets import TestDataset
-from nemopose.pose import SolverConfig
+from nemopose.solve.solver import SolverConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_SOLVER = SolverConfig(steps=20)
@@ -159,7 +160,7 @@ def test_predicted_distance_is_in_pascal3d_units(trained):
 
 
 def test_viewpoint_statistics(tiny_dataroot, tmp_path, capsys):
-    from nemopose import viewpoints
+    from nemopose.tools import viewpoints
 
     v = viewpoints.viewpoints(tiny_dataroot, "train", "car")
     lay = layout.split_layout(tiny_dataroot, "train", "car")

@@ -23,8 +23,8 @@ def test_list_round_trip(tmp_path):
     assert layout.read_list(tmp_path / "l.txt") == ["a_1", "b_2"]
 
 
-def test_real_annotation_loads(shared_data):
-    anno = annotation.load(shared_data / "real" / "nemo_sample_car" / "car_annotation.npz")
+def test_real_annotation_loads(fixture_data):
+    anno = annotation.load(fixture_data / "real" / "nemo_sample_car" / "car_annotation.npz")
     assert str(anno["name"]) == "n02958343_2202"
     assert anno["cropped_kp_list"].shape == (12, 2)
     assert float(anno["distance"]) == pytest.approx(5.895104611896633)

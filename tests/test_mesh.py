@@ -4,10 +4,10 @@ import pytest
 from nemopose import constants, mesh
 
 
-def test_cuboids_reproduce_the_released_meshes(shared_data):
+def test_cuboids_reproduce_the_released_meshes(fixture_data):
     """SPEC 4: given each released cuboid's extents, identical vertices and faces."""
     for cat in constants.CATEGORIES:
-        verts, faces = mesh.load_off(shared_data / "real" / "CAD_single" / cat / "01.off")
+        verts, faces = mesh.load_off(fixture_data / "real" / "CAD_single" / cat / "01.off")
         extent = [(float(verts[:, i].min()), float(verts[:, i].max())) for i in range(3)]
         v2, f2 = mesh.cuboid_mesh(*extent)
         assert v2.shape == verts.shape, cat

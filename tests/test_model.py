@@ -9,7 +9,8 @@ import torch.nn.functional as F
 import torchvision
 from hypothesis import given, settings, strategies as st
 
-from nemopose import checkpoint, experiment, model as M
+from nemopose.train import checkpoint, model as M
+from nemopose import experiment
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +180,7 @@ def test_precise_batchnorm_matches_training_statistics():
 def test_bf16_autocast_runs_the_backbone_in_bf16_and_the_head_in_fp32():
     """Under the bf16 training context the backbone computes in bfloat16, but the features
     leave the network as float32 unit vectors close to the fp32 ones; weights stay float32."""
-    from nemopose.precision import network_autocast
+    from nemopose.train.precision import network_autocast
     torch.manual_seed(0)
     net = M.NeMoNet("light", pretrained="random", light_widths=(8, 16, 32, 32, 64)).eval()
     gen = torch.Generator().manual_seed(2)

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from nemopose import geometry, mesh, pose, render, score
+from nemopose import geometry, mesh
+from nemopose.solve import solver as pose, score
+from nemopose.render import raster as render
 
 CAR_EXTENT = ((-0.18409, 0.18409), (-0.44080, 0.43363), (-0.16812, 0.12016))
 
@@ -58,9 +60,9 @@ def rot_err_deg(res, poses):
 
 
 @pytest.fixture(scope="module")
-def golden(shared_data):
-    data = dict(np.load(shared_data / "golden" / "pose_solver_trace.npz"))
-    verts, faces = mesh.load_off(shared_data / "real" / "CAD_single" / "car" / "01.off")
+def golden(fixture_data):
+    data = dict(np.load(fixture_data / "golden" / "pose_solver_trace.npz"))
+    verts, faces = mesh.load_off(fixture_data / "real" / "CAD_single" / "car" / "01.off")
     return data, verts, faces
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nemopose import evaluate, train as T, train_config
+from nemopose import evaluate
+from nemopose.train import loop as T, config as train_config
 from nemopose.data import annotation, layout, prepare
 from nemopose.data.mat_record import load_record
 from nemopose.data.pascal3d import Pascal3DRelease, load_image

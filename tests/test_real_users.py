@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nemopose import cli, inference, mesh, model as M
+from nemopose import cli, inference, mesh
+from nemopose.train import model as M
 from nemopose.data import layout
 from nemopose.experiment import Experiment, fetch_authors_checkpoints
-from nemopose.neural_mesh import load_trained
+from nemopose.solve.neural_mesh import load_trained
 from test_download import loopback_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +101,8 @@ def _last_error(capsys) -> str:
 
 
 def test_expected_mistakes_end_in_one_line(tmp_path, capsys):
-    from nemopose import predict, train
+    from nemopose import predict
+    from nemopose.train import loop as train
 
     none = str(tmp_path / "none")
     (tmp_path / "bad.jpg").write_text("not a jpeg")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nemopose import geometry, mesh, render
+from nemopose import geometry, mesh
+from nemopose.render import raster as render
 
 
 def random_soup(batch, n_faces, size, seed, dtype=torch.float64):
@@ -94,15 +95,15 @@ def test_direct_crop_render_equals_square_render_cropped():
     torch.testing.assert_close(square[:, :, 26:58, :], crop)
 
 
-def test_golden_render_of_the_original(shared_data):
+def test_golden_render_of_the_original(fixture_data):
     """The original (PyTorch3D 0.7.6) render of random features on the car cuboid.
 
     The golden maps match perspective-correct barycentrics (PyTorch3D 0.7's default for
     perspective cameras) to float precision; the screen-space default differs from them
     by the small perspective correction only.
     """
-    gold = np.load(shared_data / "golden" / "render_car_cuboid.npz")
-    verts, faces = mesh.load_off(shared_data / "real" / "CAD_single" / "car" / "01.off")
+    gold = np.load(fixture_data / "golden" / "render_car_cuboid.npz")
+    verts, faces = mesh.load_off(fixture_data / "real" / "CAD_single" / "car" / "01.off")
     poses = torch.as_tensor(gold["poses"])
     C = geometry.camera_center(poses[:, 0], poses[:, 1], poses[:, 3])
     cam = render.RenderCamera((32, 84), render_size=84)

@@ -1,4 +1,4 @@
-"""The Triton pose loss (nemopose.score_triton) against the plain-PyTorch reference.
+"""The Triton pose loss (nemopose.solve.score_triton) against the plain-PyTorch reference.
 
 Without a GPU the kernels run on the CPU through Triton's interpreter (TRITON_INTERPRET=1,
 set by conftest.py before triton is imported), the same kernel source a GPU compiles; on a
@@ -15,7 +15,9 @@ import torch
 
 pytest.importorskip("triton", reason="the triton package is not installed (it ships with CUDA builds of torch)")
 
-from nemopose import geometry, mesh, pose, render, score, score_triton  # noqa: E402
+from nemopose import geometry, mesh
+from nemopose.solve import solver as pose, score, score_triton
+from nemopose.render import raster as render  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 assert DEVICE.type == "cuda" or score_triton.interpreted(), "conftest.py sets TRITON_INTERPRET=1 without CUDA"
@@ -146,7 +148,7 @@ def test_solver_falls_back_to_pytorch(monkeypatch, caplog, fault):
     monkeypatch.setattr(score_triton, "covered_totals", faulty)
     solver = pose.MeshPoseSolver(verts, faces, feats, (H, W), 4.0, pose.SolverConfig(steps=4, backend="triton"),
                                  device=DEVICE)
-    with caplog.at_level(logging.WARNING, logger="nemopose.score"):
+    with caplog.at_level(logging.WARNING, logger="nemopose.solve.score"):
         res = solver.solve(maps, clutter)
     assert solver.scorer.backend == "torch"
     expected = "failed on this device (PTX assembly failed)" if fault == "raises" else "disagrees with PyTorch"

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from fakedata import make_fake_dataset
-from nemopose import checkpoint, constants, experiment, train as T, train_config, train_data
+from nemopose.train import checkpoint, loop as T, config as train_config, loader as train_data
+from nemopose import constants, experiment
 from nemopose.experiment import Experiment
 from nemopose.data import annotation, datasets, layout
 from nemopose.distributed import DistContext
@@ -167,7 +168,7 @@ def test_training_reduces_the_loss_and_checkpoint_round_trips(fake_root, tmp_pat
     assert info["backbone"] == "light" and memories[0].shape[0] == ckpt["num_vertices"][0] + 5 * 8
     images = torch.stack([datasets.TestDataset(fake_root, "car")[i]["image"] for i in range(2)])
     # rebuild the trained network from the checkpoint a second way: the state dict into a fresh one
-    from nemopose.model import NeMoNet
+    from nemopose.train.model import NeMoNet
     fresh = NeMoNet("light", pretrained="random", light_widths=(8, 16, 32, 32, 64))
     fresh.load_state_dict(ckpt["state"])
     with torch.no_grad():
@@ -280,7 +281,7 @@ def test_loader_with_persistent_workers_equals_in_process_loading(fake_root):
 def test_channels_last_step_equals_the_default_layout(fake_root, monkeypatch):
     """The layout bf16 uses on CUDA (channels_last model and inputs), run here on the CPU in
     fp32: the same loss, bank update and gradients as the default layout."""
-    from nemopose import precision
+    from nemopose.train import precision
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert precision.memory_format("bf16", cuda) == torch.channels_last
     assert precision.memory_format("fp32", cuda) == precision.memory_format("bf16", cpu) == torch.contiguous_format
@@ -342,7 +343,7 @@ def test_bf16_training_ends_near_fp32_and_records_its_precision(fp32_and_bf16_ru
 def test_resume_in_another_precision_is_allowed_with_a_warning(fp32_and_bf16_runs, caplog):
     cfg, _ = fp32_and_bf16_runs["fp32"]
     more = dataclasses.replace(cfg, precision="bf16", total_epochs=5)   # continue the fp32 run in bf16
-    with caplog.at_level("WARNING", logger="nemopose.checkpoint"):
+    with caplog.at_level("WARNING", logger="nemopose.train.checkpoint"):
         out = T.train(more)
     assert out["epochs_run"] == 1 and out["last_epoch"] == 4
     assert "resuming in bf16 a run trained so far in fp32" in caplog.text
@@ -423,7 +424,7 @@ def test_train_driver_script(fake_root, tmp_path):
 def test_feature_quality_after_training(fake_root, tmp_path):
     """Trained features find their own vertex far more often than chance (k/nV), and the CLI
     prints the table."""
-    from nemopose import feature_quality
+    from nemopose.tools import feature_quality
     T.train(_config(fake_root, tmp_path, total_epochs=8, accumulate=1, accumulation="aligned", lr=3e-3,
                     precise_bn=True))
     scores = feature_quality.evaluate_category(fake_root, tmp_path, "car", split="train", k=8)
@@ -438,7 +439,7 @@ def test_feature_quality_after_training(fake_root, tmp_path):
 
 def test_feature_quality_counts_by_hand():
     """Features equal to the bank rows (a perfect network) score 100 %; a permuted bank scores 0 exact."""
-    from nemopose import feature_quality
+    from nemopose.tools import feature_quality
     from torch.utils.data import Dataset
 
     memory = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)

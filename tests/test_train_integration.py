@@ -4,7 +4,8 @@ checkpoint, feature extraction inputs, occluded test sets."""
 import pytest
 import torch
 
-from nemopose import checkpoint, feature_quality, train as T
+from nemopose.train import checkpoint, loop as T
+from nemopose.tools import feature_quality
 from nemopose.experiment import Experiment
 from nemopose.data import layout, prepare
 from nemopose.data.datasets import TestDataset

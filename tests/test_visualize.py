@@ -2,7 +2,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nemopose import mesh, pose, visualize
+from nemopose import mesh
+from nemopose.solve import solver as pose
+from nemopose.tools import visualize
 from test_pose import CAR_EXTENT, smooth_features, synthetic_maps
 
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from nemopose import geometry, mesh, pose, render, score, zbuffer
+from nemopose import geometry, mesh
+from nemopose.solve import solver as pose, score
+from nemopose.render import raster as render, zbuffer
 
 CAR_EXTENT = ((-0.18409, 0.18409), (-0.44080, 0.43363), (-0.16812, 0.12016))
 
@@ -56,8 +58,8 @@ def car():
 # ----------------------------------------------------------------------------- orientation
 
 
-def test_convex_face_orientation_points_out_of_every_released_cuboid(shared_data):
-    for path in sorted((shared_data / "real" / "CAD_single").glob("*/01.off")):
+def test_convex_face_orientation_points_out_of_every_released_cuboid(fixture_data):
+    for path in sorted((fixture_data / "real" / "CAD_single").glob("*/01.off")):
         verts, faces = mesh.load_off(path)
         orientation = mesh.convex_face_orientation(verts, faces)
         assert orientation is not None, path

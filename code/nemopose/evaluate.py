@@ -192,7 +192,7 @@ def summarize(exproot: str | os.PathLike, mesh_d: str = "single", levels: Sequen
     a one-line-per-level summary; written to ``summary.txt`` / ``summary.json`` /
     ``summary.png`` (accuracy against the error threshold, one curve per level) there."""
     from .experiment import Experiment
-    from .plots import plot_levels
+    from .tools.plots import plot_levels
 
     exp = Experiment(exproot, mesh_d, azimuth_bins)
     levels = list(levels) if levels else ["L0"] + list(constants.OCCLUSION_LEVELS)

@@ -210,8 +210,8 @@ def fetch_authors_checkpoints(exp: Experiment, *, mirror: str | os.PathLike | No
     Returns:
         {category: checkpoint file}.
     """
-    from .archive import safe_extract
-    from .download import DownloadError, fetch_archive
+    from .fetch.archive import safe_extract
+    from .fetch.download import DownloadError, fetch_archive
 
     have = exp.authors_checkpoints()
     if have:

@@ -8,7 +8,7 @@
    ``Features_<mesh_d>/<cat>/saved_feature_<cat>_<mesh_d>.npz`` with the original's keys
    ``memory_meshNN``, ``clutter_meshNN``, ``names_meshNN`` and one key per image id, then
    read back); both yield the same blocks of ``solve_batch`` images;
-2. pose estimation of each block (:func:`solve_block`, :class:`nemopose.pose.MeshPoseSolver`);
+2. pose estimation of each block (:func:`solve_block`, :class:`nemopose.solve.solver.MeshPoseSolver`);
 3. per-image rows (predicted pose with its distance in PASCAL3D+ units, ground truth, error
    in degrees) and the table, CSV, JSON and PNG under ``Accuracy_<mesh_d>/``.
 
@@ -38,10 +38,10 @@ from .data.datasets import TestDataset
 from .distributed import DistContext, barrier, init as dist_init, shutdown as dist_shutdown
 from .errors import DataNotFound
 from .experiment import Experiment, fetch_authors_checkpoints
-from .neural_mesh import NeuralMesh, load_trained
-from .plots import plot_categories
-from .pose import MeshPoseSolver, SolverConfig
-from .score import BACKENDS
+from .solve.neural_mesh import NeuralMesh, load_trained
+from .tools.plots import plot_categories
+from .solve.solver import MeshPoseSolver, SolverConfig
+from .solve.score import BACKENDS
 from .utils import atomic_path, atomic_savez, atomic_write_text, setup_logging
 
 log = logging.getLogger("nemopose.inference")

@@ -39,9 +39,9 @@ from .data.pascal3d import load_image
 from .distributed import choose_device
 from .errors import UsageError
 from .experiment import Experiment
-from .model import NeMoNet
-from .neural_mesh import NeuralMesh, load_trained
-from .pose import MeshPoseSolver, SolverConfig
+from .train.model import NeMoNet
+from .solve.neural_mesh import NeuralMesh, load_trained
+from .solve.solver import MeshPoseSolver, SolverConfig
 from .utils import atomic_path, setup_logging
 
 log = logging.getLogger("nemopose.predict")
@@ -249,7 +249,7 @@ class PosePredictor:
 
     def overlay(self, image: ImageInput, prediction: Prediction, scale: float | None = None) -> np.ndarray:
         """The image on the network's canvas with the predicted mesh drawn over it, (H, W, 3) uint8."""
-        from .visualize import overlay_mesh
+        from .tools.visualize import overlay_mesh
 
         placed = place_image(as_rgb_array(image), self.crop_size, scale)
         mesh = self.meshes[prediction.mesh - 1]

@@ -39,7 +39,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import geometry, mesh, render
+from .. import geometry, mesh
+from ..render import raster as render
 from . import annotation, layout
 from .crop import map_to_crop
 

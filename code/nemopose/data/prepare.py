@@ -34,14 +34,15 @@ import torch
 
 from .. import constants
 from ..cli import add_categories_argument, run as run_cli
-from ..download import DOWNLOAD_MODES, DownloadError
+from ..fetch.download import DOWNLOAD_MODES, DownloadError
 from ..errors import NemoPoseError, UsageError
 from ..utils import atomic_write_json, setup_logging
-from . import annotate3d, layout, sources, synthetic
+from . import annotate3d, layout, synthetic
+from ..fetch import sources
 from .crop import CROP_CENTERS
 from .pascal3d import OccludedRelease, Pascal3DRelease
 from .stages import (SUMMARY_FILE, PrepareConfig, Report, annotate_split, build_cuboids, link_occluded,
-                     prepare_split, remove_prepared)
+    prepare_split, remove_prepared)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def resolve_source(dataroot: Path, synthetic_mode: str) -> bool:
 
 def fetch_sources(dataroot: Path, synthetic_mode: str, levels: list[str], download: str = "auto",
                   mirror: str | None = None, keep_archives: bool = False, progress: bool = True) -> None:
-    """Download what the preparation needs (:func:`nemopose.data.sources.fetch_datasets`).
+    """Download what the preparation needs (:func:`nemopose.fetch.sources.fetch_datasets`).
 
     ``SYNTHETIC=no``: every missing archive (the release, Image_subsets, the occluded
     levels); failures are errors (with ``download="no"``: one error listing what is missing

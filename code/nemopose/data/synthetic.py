@@ -48,8 +48,8 @@ from .mat_record import ObjectRecord, Viewpoint, save_record
 from .pascal3d import OccludedRelease, Pascal3DRelease
 from .synthetic_cad import CadModel, item_rng, save_cad_mat
 from .synthetic_cad import cad_models as _cad_models
-from .synthetic_scene import (FOCAL, VIEWPORT, Rendered, View, clutter_background, keypoint_status,
-                              paste_occluders, render_object, sample_view)
+from .synthetic_scene import (FOCAL, VIEWPORT, Rendered, View, clutter_background, keypoint_status, paste_occluders,
+    render_object, sample_view)
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .. import constants, geometry, render
+from .. import constants, geometry
+from ..render import raster as render
 from .synthetic_cad import CadModel
 
 VIEWPORT = constants.PASCAL_VIEWPORT

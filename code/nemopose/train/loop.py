@@ -1,0 +1,460 @@
+"""Train NeMo's feature extractor and neural-mesh banks, one model per category (SPEC 9, 15).
+
+Per category: one network; per mesh (``single``: one cuboid, ``multi``: one per CAD model) a
+training list ``lists3D_<mesh_d>/<cat>/meshNN.txt`` and a :class:`~nemopose.train.bank.FeatureBank`.
+Each epoch loops over the meshes; each iteration extracts the features at the vertex cells
+and at ``num_noise`` clutter cells per image, computes the loss against the bank as it was,
+updates the bank with the (all-gathered) global batch and back-propagates.
+
+Faithful defaults (``TrainConfig``) and the original's quirks, each in a named helper:
+:func:`original_lr` (the learning rate is set to ``lr * 0.2`` at every epoch with
+``(epoch - 1) % 10 == 0``, which is not cumulative) and :func:`original_should_step`
+(backward every iteration, optimiser step when the global iteration counter ``% 10 == 0``,
+so the first step follows a single backward).
+
+Distributed (torchrun): DDP over the network; ``batch_size`` is the GLOBAL batch, split
+across ranks in contiguous chunks; every rank gathers the global batch's features and weights
+and applies the same bank update, so banks stay identical. The loss is normalised by global
+counts so that DDP's gradient average equals the single-process gradient.
+
+Randomness is keyed, not streamed (:mod:`nemopose.train.loader`): a run is reproducible,
+independent of the number of ranks and resumable exactly. One data loader per category
+(:func:`~nemopose.train.loader.build_loader`), built once, with workers that persist across
+epochs and do the per-sample work while the network trains.
+
+Precision (:mod:`nemopose.train.precision`): ``fp32`` (default) or ``bf16`` autocast around the
+network's forward; the head, the normalisation, the loss, the bank and the weights stay fp32.
+
+CLI: ``python -m nemopose.train --dataroot data --categories car --preset faithful``
+(see ``--help``; TrainNeMo.sh drives it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import checkpoint
+from .. import constants, distributed
+from .bank import FeatureBank, nemo_loss
+from ..cli import add_categories_argument
+from ..data import layout
+from ..data.datasets import normalize_image
+from ..distributed import DistContext
+from ..errors import DataNotFound
+from ..experiment import Experiment
+from .model import NeMoNet, fetch_imagenet_weights, recalibrate_batchnorm
+from .precision import PRECISIONS, check_precision, memory_format, network_autocast
+from .config import (LR_SCHEDULES, PRESETS, TrainConfig, TrainState, aligned_should_step, config_dict,
+    effective_distance_thr, learning_rate, original_should_step)
+from .loader import TAG_BANK, MeshData, build_loader, build_meshes, derived_seed
+from ..utils import append_jsonl, atomic_write_json, seed_everything, setup_logging
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- network and banks
+
+
+def build_model(config: TrainConfig, device: torch.device) -> NeMoNet:
+    """The network of ``config`` on ``device``; float32 weights whatever the precision, in
+    channels_last for bf16 on CUDA (:func:`nemopose.train.precision.memory_format`)."""
+    model = NeMoNet(config.backbone, config.d_feature, config.pretrained,
+                    light_widths=tuple(config.light_widths), light_norm=config.light_norm)
+    return model.to(device, memory_format=memory_format(config.precision, device))
+
+
+def build_banks(config: TrainConfig, meshes: list[MeshData], device: torch.device) -> list[FeatureBank]:
+    return [FeatureBank(m.num_vertices, config.d_feature, config.num_noise, config.max_group, config.momentum,
+                        mean_over_visible=config.bank_mean == "visible",
+                        generator=torch.Generator().manual_seed(derived_seed(config.seed, TAG_BANK, m.index)))
+            .to(device) for m in meshes]
+
+
+# ----------------------------------------------------------------------------- one step / epoch
+
+
+def training_step(model: torch.nn.Module, bank: FeatureBank, batch: dict[str, Any], config: TrainConfig,
+                  ctx: DistContext, distance_thr: float) -> tuple[torch.Tensor, dict]:
+    """Forward, loss and bank update of one (local) batch; the caller back-propagates.
+
+    Args:
+        batch: collated :class:`~nemopose.train.loader.TrainingSamples` items of one mesh:
+            ``image`` uint8 ``(b, 3, H, W)``, ``vertex_pixels`` ``(b, nV, 2)``, ``weights``
+            ``(b, nV)``, ``vertex_index`` ``(b, nV)``, ``clutter_index`` ``(b, n_noise)``.
+    Returns:
+        (loss to back-propagate on this rank, stats with the GLOBAL batch's ``loss``,
+        ``ce``, ``clutter`` (floats) and ``images``).
+    """
+    device = ctx.device
+    images = normalize_image(batch["image"].to(device, non_blocking=True))     # (b, 3, H, W) float32
+    images = images.contiguous(memory_format=memory_format(config.precision, device))
+    vertex_index = batch["vertex_index"].to(device, non_blocking=True)         # (b, nV)
+    clutter_index = batch["clutter_index"].to(device, non_blocking=True)       # (b, n_noise)
+    with network_autocast(config.precision, device):
+        features = model(images, vertex_index, clutter_index)                   # (b, nV + n_noise, d) fp32
+    pixels = batch["vertex_pixels"].to(device, non_blocking=True)               # (b, nV, 2)
+    weights = batch["weights"].to(device, non_blocking=True)                    # (b, nV)
+
+    # Global counts, so that the DDP average of the ranks' gradients is the global-batch one
+    # (counted on the CPU copy: no wait for the device here).
+    local = torch.tensor([float((batch["weights"] > 0).sum()), float(features.shape[0])], device=device)
+    total_rows, total_images = distributed.all_reduce_sum(local, ctx).tolist()
+    nv = bank.num_vertices
+    noise_entries = total_images * config.num_noise * nv
+    memory = bank.memory.clone()       # the loss uses the bank before this batch's update
+    loss, stats = nemo_loss(features, memory, nv, pixels, weights, T=config.T, distance_thr=distance_thr,
+                            weight_noise=config.weight_noise, noise_weight=config.noise_weight,
+                            ce_count=total_rows / ctx.world_size, noise_count=noise_entries / ctx.world_size)
+    bank.update(distributed.all_gather_cat(features.detach(), ctx), distributed.all_gather_cat(weights, ctx))
+
+    sums = distributed.all_reduce_sum(torch.stack([stats["ce_sum"], stats["noise_sum"]]).double(), ctx)
+    ce = float(sums[0]) / max(total_rows, 1.0) if total_rows else float("nan")
+    clutter = float(sums[1]) / noise_entries if noise_entries else 0.0
+    return loss, {"loss": ce + config.noise_weight * clutter, "ce": ce, "clutter": clutter,
+                  "images": int(total_images)}
+
+
+def train_one_epoch(model: torch.nn.Module, banks: list[FeatureBank], meshes: list[MeshData], loader: DataLoader,
+                    optimizer: torch.optim.Optimizer, ctx: DistContext, epoch: int, state: TrainState,
+                    config: TrainConfig, distance_thr: float,
+                    on_iteration: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """One pass over every mesh's training list (``loader`` from
+    :func:`~nemopose.train.loader.build_loader`, mesh after mesh). Returns the epoch's stats
+    (global means)."""
+    model.train()
+    should_step = original_should_step if config.accumulation == "original" else aligned_should_step
+    bank_of = {m.index: bank for m, bank in zip(meshes, banks)}
+    losses, ces, clutters, images = [], [], [], 0
+    mesh_losses: dict[int, list[float]] = {m.index: [] for m in meshes if m.dataset is not None}
+    loader.batch_sampler.set_epoch(epoch)
+    bar = tqdm(loader, desc=f"{config.category} epoch {epoch}", leave=False,
+               disable=not ctx.is_main or len(loader) < 10, dynamic_ncols=True)
+    for batch in bar:
+        mesh_index = int(batch["mesh"][0])                    # a batch holds one mesh's samples
+        loss, stats = training_step(model, bank_of[mesh_index], batch, config, ctx, distance_thr)
+        if not math.isfinite(stats["loss"]):
+            raise FloatingPointError(
+                f"non-finite loss {stats['loss']} (ce {stats['ce']}, clutter {stats['clutter']}) for "
+                f"{config.category} mesh{mesh_index:02d}, epoch {epoch}, iteration {state.iteration}; "
+                "stopping. Lower the learning rate or check the data; the last checkpoint is intact.")
+        loss.backward()
+        if should_step(state.iteration, config.accumulate):
+            optimizer.step()
+            optimizer.zero_grad()
+        state.iteration += 1
+        losses.append(stats["loss"])
+        ces.append(stats["ce"])
+        clutters.append(stats["clutter"])
+        mesh_losses[mesh_index].append(stats["loss"])
+        images += stats["images"]
+        bar.set_postfix(mesh=f"{mesh_index:02d}", loss=f"{stats['loss']:.4f}")
+        if on_iteration is not None:
+            on_iteration(epoch, state.iteration)
+    per_mesh = {f"mesh{i:02d}": float(np.mean(v)) if v else None for i, v in mesh_losses.items()}
+    return {"loss": float(np.mean(losses)), "loss_ce": float(np.mean(ces)),
+            "loss_clutter": float(np.mean(clutters)), "last_loss": losses[-1], "iterations": len(losses),
+            "images": images, "mesh_loss": per_mesh}
+
+
+def _should_save(epoch: int, config: TrainConfig) -> bool:
+    on_schedule = config.checkpoint_every > 0 and epoch % config.checkpoint_every == config.checkpoint_every - 1
+    return on_schedule or (config.save_final and epoch == config.total_epochs - 1)
+
+
+# ----------------------------------------------------------------------------- a whole category
+
+
+def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = True,
+          stop_after_epoch: int | None = None,
+          on_iteration: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Train one category (``config.category``), resuming from its latest checkpoint.
+
+    Args:
+        ctx: the process's place in the distributed run (default: one process on CPU).
+        resume: continue from the latest ``saved_model``/``resume`` checkpoint if any.
+        stop_after_epoch: return after this epoch (for tests and time-boxed runs).
+        on_iteration: called with (epoch, global iteration) after every iteration.
+    Returns:
+        summary dict: ``epochs_run``, ``last_epoch``, ``history`` (the per-epoch records),
+        ``checkpoint`` (the last path written or found), ``seconds``.
+    """
+    config.validate()
+    ctx = ctx or DistContext()
+    device = ctx.device
+    check_precision(config.precision, device)
+    exp = Experiment(config.exproot, config.mesh_d, config.azimuth_bins)
+    if config.separate_bank:
+        log.info("--separate-bank has no effect: every rank keeps its own identical copy of the banks")
+
+    meshes, data_info = build_meshes(config)
+    distance_thr = effective_distance_thr(config, data_info.image_scale)
+    if config.backbone == "resnetext" and config.pretrained == "imagenet":   # rank 0 fills the torch cache
+        if ctx.is_main:
+            fetch_imagenet_weights(config.download, config.download_mirror or None)
+        distributed.barrier(ctx)
+    seed_everything(config.seed)
+    model = build_model(config, device)
+    banks = build_banks(config, meshes, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = TrainState()
+    last_path = None
+
+    found = exp.list_checkpoints(config.category, include_resume=True) if resume else []
+    if found:
+        last_epoch, last_path = found[-1]
+        state = checkpoint.restore_training(checkpoint.load_checkpoint(last_path, map_location="cpu"), model,
+                                            banks, optimizer, config, device, last_path)
+        log.info("%s: resumed from %s (epoch %d done, iteration %d)", config.category, last_path.name,
+                 last_epoch, state.iteration)
+    if state.epoch >= config.total_epochs:
+        log.info("%s: already trained (%d epochs); nothing to do", config.category, state.epoch)
+        return {"epochs_run": 0, "last_epoch": state.epoch - 1, "history": state.history,
+                "checkpoint": last_path, "seconds": 0.0}
+
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        if config.sync_bn and device.type == "cuda":
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    elif config.sync_bn:
+        log.info("--sync-bn has no effect in a single process")
+
+    loader = build_loader(meshes, config, ctx)
+    n_images = sum(len(m.dataset) for m in meshes if m.dataset is not None)
+    if ctx.is_main:
+        atomic_write_json(exp.train_config_path(config.category), config_dict(config))
+        log.info("%s: %d mesh(es) with %s vertices, %d training images of %s, backbone %s, precision %s, global "
+                 "batch %d on %d process(es) (%s), %d loader worker(s) per process, epochs %d..%d, "
+                 "distance_thr %.1f px", config.category, len(meshes), [m.num_vertices for m in meshes], n_images,
+                 "x".join(map(str, next(m.dataset for m in meshes if m.dataset).image_size)), config.backbone,
+                 config.precision, config.batch_size, ctx.world_size, device, config.workers, state.epoch,
+                 config.total_epochs - 1, distance_thr)
+
+    start_time, epochs_run = time.perf_counter(), 0
+    end_epoch = config.total_epochs if stop_after_epoch is None else min(config.total_epochs, stop_after_epoch + 1)
+    bar = tqdm(range(state.epoch, end_epoch), desc=f"train {config.category}", disable=not ctx.is_main,
+               dynamic_ncols=True)
+    for epoch in bar:
+        lr = learning_rate(epoch, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.perf_counter()
+        stats = train_one_epoch(net, banks, meshes, loader, optimizer, ctx, epoch, state, config, distance_thr,
+                                on_iteration)
+        seconds = time.perf_counter() - t0
+        record = {"category": config.category, "epoch": epoch, "lr": lr, **stats, "seconds": round(seconds, 3),
+                  "images_per_s": round(stats["images"] / seconds, 3), "iteration": state.iteration}
+        state.history.append(record)
+        state.epoch = epoch + 1
+        epochs_run += 1
+        bar.set_postfix(loss=f"{stats['loss']:.4f}")
+        save_now = _should_save(epoch, config)
+        resume_now = not save_now and config.resume_every > 0 and (epoch + 1) % config.resume_every == 0
+        if config.precise_bn and (save_now or resume_now):
+            precise_batchnorm(model, meshes, config, ctx)
+        if ctx.is_main:
+            append_jsonl(exp.train_log_path(config.category), record)
+            log.debug("epoch %d: %s", epoch, record)
+            if save_now or resume_now:
+                last_path = _save(exp, model, banks, optimizer, state, config, epoch, data_info,
+                                  resume_only=not save_now)
+            if save_now:
+                log.info("%s: epoch %d loss %.4f (ce %.4f, clutter %.4f); saved %s", config.category, epoch,
+                         stats["loss"], stats["loss_ce"], stats["loss_clutter"], last_path)
+        if ctx.distributed and (save_now or epoch == end_epoch - 1):
+            check_banks_identical(banks, ctx)
+        distributed.barrier(ctx)
+    total = time.perf_counter() - start_time
+    if ctx.is_main and state.history:
+        last = state.history[-1]
+        log.info("%s: %d epoch(s) in %.1f s; last epoch loss %.4f (ce %.4f, clutter %.4f), %.1f images/s",
+                 config.category, epochs_run, total, last["loss"], last["loss_ce"], last["loss_clutter"],
+                 last["images_per_s"])
+    return {"epochs_run": epochs_run, "last_epoch": state.epoch - 1, "history": state.history,
+            "checkpoint": last_path, "seconds": total}
+
+
+def precise_batchnorm(model: NeMoNet, meshes: list[MeshData], config: TrainConfig, ctx: DistContext) -> None:
+    """Re-estimate the BatchNorm running statistics over the training images (each rank its
+    share, then averaged over ranks); see :func:`nemopose.train.model.recalibrate_batchnorm`.
+    Always in fp32, whatever the training precision: the statistics serve the fp32 inference."""
+    local_batch = max(1, config.batch_size // ctx.world_size)
+
+    def batches():
+        for mesh in meshes:
+            if mesh.dataset is None:
+                continue
+            indices = list(range(ctx.rank, len(mesh.dataset), ctx.world_size))
+            for start in range(0, len(indices), local_batch):
+                yield torch.stack([mesh.dataset[i]["image"] for i in indices[start:start + local_batch]])
+
+    if recalibrate_batchnorm(model, batches(), ctx.device) and ctx.distributed:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                for buf in (module.running_mean, module.running_var):
+                    torch.distributed.all_reduce(buf)
+                    buf /= ctx.world_size
+
+
+def check_banks_identical(banks: list[FeatureBank], ctx: DistContext, tol: float = 1e-6) -> None:
+    """Every rank applies the same update to the same gathered batch, so the banks must agree;
+    checked at checkpoints (a broadcast of rank 0's memory)."""
+    for bank in banks:
+        reference = bank.memory.clone()
+        torch.distributed.broadcast(reference, src=0)
+        diff = float((reference - bank.memory).abs().max())
+        if diff > tol:
+            raise RuntimeError(f"rank {ctx.rank}: bank differs from rank 0's by {diff:.3g}")
+
+
+def _save(exp: Experiment, model, banks, optimizer, state, config: TrainConfig, epoch: int,
+          data_info: layout.DatasetInfo, resume_only: bool) -> Path:
+    """Write ``saved_model_<cat>_<epoch>`` (or, with ``resume_only``, the rolling
+    ``resume_<cat>_<epoch>``), then delete the category's older resume checkpoints: there is
+    always a complete checkpoint on disk."""
+    path = (exp.resume_path if resume_only else exp.checkpoint_path)(config.category, epoch)
+    data = {"image_scale": data_info.image_scale, "synthetic": data_info.synthetic}
+    checkpoint.save(path, checkpoint.training_payload(model, banks, optimizer, state, config, epoch, data))
+    for _, old in exp.list_checkpoints(config.category, include_resume=True):
+        if old.name.startswith("resume_") and old != path:
+            old.unlink(missing_ok=True)
+    return path
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    f = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m nemopose.train", description="Train NeMo (one network + banks per category).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    S = argparse.SUPPRESS  # unset options fall back to the preset, then to TrainConfig
+    p.add_argument("--dataroot", default=f.dataroot, help="folder with PASCAL3D_train_NeMo")
+    p.add_argument("--exproot", default=f.exproot, help="experiments folder; checkpoints go to <exproot>/NeMo_<mesh_d>/")
+    add_categories_argument(p, "every category with prepared training data")
+    p.add_argument("--mesh-d", dest="mesh_d", default=f.mesh_d, choices=constants.MESH_DIMENSIONS, help="cuboid meshes")
+    p.add_argument("--azimuth-bins", dest="azimuth_bins", default=S,
+                   help="unseen-pose setting: train on lists3D_<mesh_d>_azum_<MASK> (e.g. TFFTTFFT, from "
+                        "PrepareData's --azimuth-bins); checkpoints go to NeMo_<mesh_d>_azum_<MASK>/ (default: off)")
+    p.add_argument("--preset", default="faithful", choices=sorted(PRESETS),
+                   help="faithful: the original's settings; demo: light backbone from random init for the "
+                        f"synthetic CPU demo ({PRESETS['demo']})")
+    g = p.add_argument_group("network (defaults: faithful preset)")
+    g.add_argument("--backbone", default=S, choices=("resnetext", "light"), help=f"default {f.backbone}")
+    g.add_argument("--pretrained", default=S, help=f"'imagenet', 'random' or a ResNet-50 .pth (default {f.pretrained})")
+    g.add_argument("--d-feature", dest="d_feature", type=int, default=S, help=f"default {f.d_feature}")
+    g.add_argument("--light-widths", dest="light_widths", type=lambda s: tuple(int(v) for v in s.split(",")),
+                   default=S, help=f"stage widths of the light backbone (default {','.join(map(str, f.light_widths))})")
+    g.add_argument("--light-norm", dest="light_norm", choices=("batch", "group"), default=S,
+                   help=f"normalisation of the light backbone (default {f.light_norm})")
+    o = p.add_argument_group("optimisation (defaults: faithful preset)")
+    o.add_argument("--batch-size", dest="batch_size", type=int, default=S, help=f"GLOBAL batch (default {f.batch_size})")
+    o.add_argument("--total-epochs", dest="total_epochs", type=int, default=S, help=f"default {f.total_epochs}")
+    o.add_argument("--lr", type=float, default=S, help=f"default {f.lr}")
+    o.add_argument("--weight-decay", dest="weight_decay", type=float, default=S, help=f"default {f.weight_decay}")
+    o.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES, default=S,
+                   help=f"original (quirk: lr*0.2 from epoch 1), step, cosine, constant (default {f.lr_schedule})")
+    o.add_argument("--update-lr-epoch-n", dest="update_lr_epoch_n", type=int, default=S,
+                   help=f"epochs per lr change (default {f.update_lr_epoch_n})")
+    o.add_argument("--update-lr", dest="update_lr", type=float, default=S, help=f"lr factor (default {f.update_lr})")
+    o.add_argument("--accumulate", type=int, default=S, help=f"iterations per optimiser step (default {f.accumulate})")
+    o.add_argument("--accumulation", choices=("original", "aligned"), default=S,
+                   help=f"original (quirk: first step after one backward) or aligned (default {f.accumulation})")
+    b = p.add_argument_group("bank and loss (defaults: faithful preset)")
+    b.add_argument("--T", dest="T", type=float, default=S, help=f"temperature (default {f.T})")
+    b.add_argument("--distance-thr", dest="distance_thr", type=float, default=S,
+                   help=f"near-vertex mask radius in scale-1 pixels (default {f.distance_thr})")
+    b.add_argument("--scale-distance-thr", dest="scale_distance_thr", action=argparse.BooleanOptionalAction,
+                   default=S, help="multiply distance_thr by the dataset's image_scale (default on)")
+    b.add_argument("--weight-noise", dest="weight_noise", type=float, default=S, help=f"default {f.weight_noise}")
+    b.add_argument("--noise-weight", dest="noise_weight", type=float, default=S,
+                   help=f"weight of the clutter regulariser (default {f.noise_weight})")
+    b.add_argument("--num-noise", dest="num_noise", type=int, default=S, help=f"clutter cells per image (default {f.num_noise})")
+    b.add_argument("--max-group", dest="max_group", type=int, default=S, help=f"queue length / num_noise (default {f.max_group})")
+    b.add_argument("--momentum", type=float, default=S, help=f"bank momentum (default {f.momentum})")
+    b.add_argument("--bank-mean", dest="bank_mean", choices=("batch", "visible"), default=S,
+                   help=f"batch (quirk: divide by B) or visible (default {f.bank_mean})")
+    b.add_argument("--vertex-weights", dest="vertex_weights", choices=("original", "weighted"), default=S,
+                   help=f"original (quirk: 0/1) or weighted (visible*kp_weights) (default {f.vertex_weights})")
+    r = p.add_argument_group("checkpoints and runtime")
+    r.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=S,
+                   help=f"save saved_model_<cat>_<epoch> every N epochs, 0 = never (default {f.checkpoint_every})")
+    r.add_argument("--save-final", dest="save_final", action=argparse.BooleanOptionalAction, default=S,
+                   help="also save after the last epoch (default off; demo on)")
+    r.add_argument("--resume-every", dest="resume_every", type=int, default=S,
+                   help=f"rolling resume checkpoint every N epochs, 0 = off (default {f.resume_every})")
+    r.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")
+    r.add_argument("--workers", type=int, default=S,
+                   help=f"data loader worker processes per rank, kept across epochs (default {f.workers}; demo 0)")
+    r.add_argument("--prefetch-factor", dest="prefetch_factor", type=int, default=S,
+                   help=f"batches each loader worker keeps ready (default {f.prefetch_factor})")
+    r.add_argument("--precision", choices=PRECISIONS, default=S,
+                   help="fp32, or bf16: bfloat16 autocast around the network's forward (head, normalisation, "
+                        "loss, bank and weights stay fp32; channels_last on CUDA); recorded in the checkpoint "
+                        f"(default {f.precision})")
+    r.add_argument("--cache-images", dest="cache_images", action=argparse.BooleanOptionalAction, default=S,
+                   help="keep decoded images in memory (default off; demo on)")
+    r.add_argument("--seed", type=int, default=S, help=f"default {f.seed}")
+    r.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    r.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=S,
+                   help="SyncBatchNorm across GPUs (default off: per-GPU statistics, as the original's DataParallel)")
+    r.add_argument("--precise-bn", dest="precise_bn", action=argparse.BooleanOptionalAction, default=S,
+                   help="re-estimate BatchNorm running statistics over the training set before each "
+                        "checkpoint (default off; demo on)")
+    r.add_argument("--separate-bank", "--sperate_bank", dest="separate_bank", nargs="?", const="True", default=S,
+                   help="the original's 'bank on a separate GPU'; accepted and ignored (banks live on every rank)")
+    r.add_argument("--download", choices=("auto", "no"), default=S,
+                   help="--pretrained imagenet with no weights in the torch cache: download them (auto, default) or "
+                        "fail (no)")
+    r.add_argument("--download-mirror", dest="download_mirror", default=S,
+                   help="base URL or folder holding resnet50-0676ba61.pth (default: torchvision's address)")
+    r.add_argument("--log-level", default="INFO", help="logging level")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, category: str) -> TrainConfig:
+    values = dict(PRESETS[args.preset])
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in fields})
+    if "separate_bank" in values:
+        values["separate_bank"] = str(values["separate_bank"]).lower() not in ("false", "0", "no")
+    values["category"] = category
+    return TrainConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ctx = distributed.init(args.device)
+    try:
+        if constants.wants_all(args.categories):
+            categories = layout.prepared_categories(args.dataroot, args.mesh_d)
+            if not categories:
+                raise DataNotFound(f"no prepared training data in {args.dataroot} "
+                                   f"(lists3D_{args.mesh_d}); run PrepareData.sh first")
+            skipped = [c for c in constants.CATEGORIES if c not in categories]
+            if skipped and ctx.is_main:
+                log.info("categories without training data, skipped: %s", ", ".join(skipped))
+        else:
+            categories = constants.parse_categories(args.categories)
+        for category in categories:
+            train(config_from_args(args, category), ctx, resume=not args.no_resume)
+    finally:
+        distributed.shutdown()
+    return 0
+

@@ -180,12 +180,12 @@ def test_kernels_compile_for_an_h200_without_a_gpu(tmp_path):
     import subprocess
     import sys
 
-    code = ("from nemopose import score_triton\n"
+    code = ("from nemopose.solve import score_triton\n"
             "asm = score_triton.compile_ahead(90)\n"
             "for label, kinds in asm.items(): print(label, len(kinds['cubin']))\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
-    code_dir = str(Path(score_triton.__file__).resolve().parents[1])
+    code_dir = str(Path(score_triton.__file__).resolve().parents[2])     # code/ (nemopose/solve/..)
     env["PYTHONPATH"] = code_dir + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -17,50 +17,34 @@
 #   CATEGORIES="car bus" SYNTHETIC=yes SYNTHETIC_SIZE=tiny ./PrepareData.sh
 set -euo pipefail
 
+# Empty variables take the defaults of `python -m nemopose.data.prepare --help`.
 DATAROOT="${DATAROOT:-./data}"                      # where the datasets live
 CATEGORIES="${CATEGORIES:-all}"                     # "all" or e.g. "car bus"
-MESH_DIMENSIONS="${MESH_DIMENSIONS:-single multi}"  # cuboid meshes to build and annotate
-ENABLE_OCCLUDED="${ENABLE_OCCLUDED:-yes}"           # yes | no: the occluded val sets
-SYNTHETIC="${SYNTHETIC:-auto}"                      # auto | no (real data, downloaded) | yes
-DOWNLOAD="${DOWNLOAD:-auto}"                        # auto: fetch missing archives | no: list them and stop
+MESH_DIMENSIONS="${MESH_DIMENSIONS:-}"              # cuboid meshes to build and annotate (empty: "single multi")
+ENABLE_OCCLUDED="${ENABLE_OCCLUDED:-}"              # yes (empty) | no: the occluded val sets
+SYNTHETIC="${SYNTHETIC:-}"                          # auto (empty) | no (real data, downloaded) | yes
+DOWNLOAD="${DOWNLOAD:-}"                            # auto (empty): fetch missing archives | no: list them and stop
 DOWNLOAD_MIRROR="${DOWNLOAD_MIRROR:-}"              # base URL or folder with the archives (default: authors')
-KEEP_ARCHIVES="${KEEP_ARCHIVES:-no}"                # yes | no: keep the archives after unpacking
-SYNTHETIC_SIZE="${SYNTHETIC_SIZE:-demo}"            # tiny | demo
-IMAGE_SCALE="${IMAGE_SCALE:-auto}"                  # auto = 1 for real data, 0.5 for synthetic
-OVERWRITE="${OVERWRITE:-no}"                        # yes | no: redo finished work
-SEED="${SEED:-0}"                                   # seed of the synthetic dataset
-KP_WEIGHTS="${KP_WEIGHTS:-original}"                # original (as NeMo) | normal: 3D kp_weights
+KEEP_ARCHIVES="${KEEP_ARCHIVES:-}"                  # yes | no (empty): keep the archives after unpacking
+SYNTHETIC_SIZE="${SYNTHETIC_SIZE:-}"                # tiny | demo (empty)
+IMAGE_SCALE="${IMAGE_SCALE:-}"                      # auto (empty) = 1 for real data, 0.5 for synthetic
+OVERWRITE="${OVERWRITE:-}"                          # yes | no (empty): redo finished work
+SEED="${SEED:-}"                                    # seed of the synthetic dataset (empty: 0)
+KP_WEIGHTS="${KP_WEIGHTS:-}"                        # original (empty, as NeMo) | normal: 3D kp_weights
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/code/env.sh"
 
-occluded=$(nemopose_yes_no ENABLE_OCCLUDED "$ENABLE_OCCLUDED")
-overwrite=$(nemopose_yes_no OVERWRITE "$OVERWRITE")
-keep_archives=$(nemopose_yes_no KEEP_ARCHIVES "$KEEP_ARCHIVES")
-flags=()
-[[ "$occluded" == no ]] && flags+=(--no-occluded)
-[[ "$overwrite" == yes ]] && flags+=(--overwrite)
-[[ "$keep_archives" == yes ]] && flags+=(--keep-archives)
-[[ -n "$DOWNLOAD_MIRROR" ]] && flags+=(--download-mirror "$DOWNLOAD_MIRROR")
-case "${SYNTHETIC,,}" in
-    auto|yes|no) synthetic="${SYNTHETIC,,}" ;;
-    true) synthetic=yes ;;
-    false) synthetic=no ;;
-    *) echo "error: SYNTHETIC must be auto, yes or no, got '$SYNTHETIC'" >&2; exit 2 ;;
-esac
-case "$DOWNLOAD" in
-    auto|no) ;;
-    *) echo "error: DOWNLOAD must be auto or no, got '$DOWNLOAD'" >&2; exit 2 ;;
-esac
-
-# shellcheck disable=SC2086
-exec "$PY" -m nemopose.data.prepare \
-    --dataroot "$DATAROOT" \
-    --categories $CATEGORIES \
-    --mesh-dimensions "$MESH_DIMENSIONS" \
-    --synthetic "$synthetic" \
-    --download "$DOWNLOAD" \
-    --synthetic-size "$SYNTHETIC_SIZE" \
-    --image-scale "$IMAGE_SCALE" \
-    --seed "$SEED" \
-    --kp-weights "$KP_WEIGHTS" \
-    "${flags[@]}"
+read -r -a categories <<< "$CATEGORIES"
+args=(--dataroot "$DATAROOT" --categories "${categories[@]}")
+nemopose_opt --mesh-dimensions "$MESH_DIMENSIONS"
+nemopose_opt --occluded "$ENABLE_OCCLUDED"
+nemopose_opt --synthetic "$SYNTHETIC"
+nemopose_opt --download "$DOWNLOAD"
+nemopose_opt --download-mirror "$DOWNLOAD_MIRROR"
+nemopose_opt --keep-archives "$KEEP_ARCHIVES"
+nemopose_opt --synthetic-size "$SYNTHETIC_SIZE"
+nemopose_opt --image-scale "$IMAGE_SCALE"
+nemopose_opt --overwrite "$OVERWRITE"
+nemopose_opt --seed "$SEED"
+nemopose_opt --kp-weights "$KP_WEIGHTS"
+exec "$PY" -m nemopose.data.prepare "${args[@]}"

@@ -21,7 +21,7 @@ TOTAL_EPOCHS="${TOTAL_EPOCHS:-}"             # empty: the preset's (faithful 800
 BATCH_SIZE="${BATCH_SIZE:-}"                 # empty: the preset's (faithful 108); the GLOBAL batch
 LEARNING_RATE="${LEARNING_RATE:-}"           # empty: the preset's (faithful 1e-4)
 PRECISION="${PRECISION:-}"                   # empty: the preset's (fp32); bf16: bfloat16 mixed precision
-DOWNLOAD="${DOWNLOAD:-auto}"                 # ImageNet weights not in the torch cache: auto downloads | no
+DOWNLOAD="${DOWNLOAD:-}"                     # ImageNet weights not in the torch cache: auto (empty) downloads | no
 DOWNLOAD_MIRROR="${DOWNLOAD_MIRROR:-}"       # base URL or folder holding resnet50-0676ba61.pth
 NNODES="${NNODES:-1}"                        # machines (multi-machine: run this script on each)
 NODE_RANK="${NODE_RANK:-0}"                  # this machine's rank
@@ -33,12 +33,12 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/code/env.sh"
 
 args=(--dataroot "$DATAROOT" --exproot "$EXPROOT" --mesh-d "$MESH_DIMENSIONS"
       --categories "$CATEGORIES" --preset "$PRESET")
-[[ -n "$TOTAL_EPOCHS" ]] && args+=(--total-epochs "$TOTAL_EPOCHS")
-[[ -n "$BATCH_SIZE" ]] && args+=(--batch-size "$BATCH_SIZE")
-[[ -n "$LEARNING_RATE" ]] && args+=(--lr "$LEARNING_RATE")
-[[ -n "$PRECISION" ]] && args+=(--precision "$PRECISION")
-case "$DOWNLOAD" in auto|no) args+=(--download "$DOWNLOAD") ;; *) echo "error: DOWNLOAD must be auto or no, got '$DOWNLOAD'" >&2; exit 2 ;; esac
-[[ -n "$DOWNLOAD_MIRROR" ]] && args+=(--download-mirror "$DOWNLOAD_MIRROR")
+nemopose_opt --total-epochs "$TOTAL_EPOCHS"
+nemopose_opt --batch-size "$BATCH_SIZE"
+nemopose_opt --lr "$LEARNING_RATE"
+nemopose_opt --precision "$PRECISION"
+nemopose_opt --download "$DOWNLOAD"
+nemopose_opt --download-mirror "$DOWNLOAD_MIRROR"
 read -r -a extra <<< "$EXTRA_ARGS"
 args+=("${extra[@]}")
 

@@ -19,14 +19,11 @@ if [[ -z "${NEMOPOSE_NO_MALLOC_TUNING:-}" ]]; then
 fi
 export PYTHONUNBUFFERED=1
 
-# nemopose_yes_no NAME VALUE: print "yes" or "no" for yes/no (also true/false, 1/0, on/off, as
-# the original scripts wrote them); anything else ends the driver with a one-line error.
-nemopose_yes_no() {
-    case "${2,,}" in
-        yes|true|1|on) echo yes ;;
-        no|false|0|off) echo no ;;
-        *) echo "error: $1 must be yes or no (or true/false), got '$2'" >&2; exit 2 ;;
-    esac
+# nemopose_opt FLAG VALUE: append FLAG VALUE to the array `args` when VALUE is set. The drivers
+# pass only the variables a user set; Python owns the defaults (the config dataclasses, shown
+# by --help) and validates every value, yes/no included.
+nemopose_opt() {
+    if [[ -n "$2" ]]; then args+=("$1" "$2"); fi
 }
 
 # nemopose_launch MODULE ARGS...: run `python -m MODULE ARGS... --device cpu|cuda` on the

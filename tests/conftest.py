@@ -55,6 +55,6 @@ def tiny_dataroot(tmp_path_factory) -> Path:
     from nemopose.data import prepare
 
     root = tmp_path_factory.mktemp("tiny_synthetic")
-    prepare.run(root, TINY_CATEGORIES, ["single", "multi"], occluded=True, synthetic_mode="yes",
-                synthetic_size="tiny", seed=0, config=prepare.PrepareConfig(progress=False))
+    prepare.run(root, TINY_CATEGORIES, prepare.PrepareConfig(occluded=True, synthetic="yes", synthetic_size="tiny",
+                                                            seed=0, progress=False))
     return root

@@ -21,7 +21,8 @@ def test_golden_trace_seven_steps(fixture_data):
     nv, n, groups = int(d["n_vertices"]), int(d["num_noise"]), int(d["max_group"])
     bank = B.FeatureBank(nv, int(d["dim"]), n, groups, float(d["momentum"]))
     bank.memory.copy_(torch.from_numpy(d["memory0"]))
-    kwargs = dict(T=float(d["T"]), distance_thr=float(d["distance_thr"]), weight_noise=float(d["weight_noise"]))
+    # the golden file keeps the original names: T is the temperature, weight_noise the clutter prior
+    kwargs = dict(temperature=float(d["T"]), distance_thr=float(d["distance_thr"]), clutter_prior=float(d["weight_noise"]))
     for s in range(int(d["steps"])):
         x, kp, w = (torch.from_numpy(d[f"{k}{s}"]) for k in ("x", "kp", "weights"))
         sim, noise_sim = bank.similarities(x)
@@ -82,14 +83,14 @@ def test_hand_computed_loss():
     ce1 = lse(1.2, 1.6, 2.0 - 1, -1.2 - 1) - 1.6
     noise = 0.1 * (0.0 + -1.0) / 2
     far = torch.tensor([[[0.0, 0.0], [0.0, 100.0]]])
-    loss, _ = B.nemo_loss(x, memory, 2, far, torch.tensor([[1.0, 0.5]]), T=T, weight_noise=wn)
+    loss, _ = B.nemo_loss(x, memory, 2, far, torch.tensor([[1.0, 0.5]]), temperature=T, clutter_prior=wn)
     assert float(loss) == pytest.approx((ce0 + ce1) / 2 + noise, abs=1e-6)
     # vertex 1 invisible: only row 0 counts
-    loss, _ = B.nemo_loss(x, memory, 2, far, torch.tensor([[1.0, 0.0]]), T=T, weight_noise=wn)
+    loss, _ = B.nemo_loss(x, memory, 2, far, torch.tensor([[1.0, 0.0]]), temperature=T, clutter_prior=wn)
     assert float(loss) == pytest.approx(ce0 + noise, abs=1e-6)
     # vertices 10 px apart: each is masked out of the other's negatives (-1e5 logit)
     near = torch.tensor([[[0.0, 0.0], [0.0, 10.0]]])
-    loss, _ = B.nemo_loss(x, memory, 2, near, torch.tensor([[1.0, 0.5]]), T=T, weight_noise=wn)
+    loss, _ = B.nemo_loss(x, memory, 2, near, torch.tensor([[1.0, 0.5]]), temperature=T, clutter_prior=wn)
     m0 = lse(2.0, 0.2, -3.0) - 2.0
     m1 = lse(1.6, 1.0, -2.2) - 1.6
     assert float(loss) == pytest.approx((m0 + m1) / 2 + noise, abs=1e-6)
@@ -116,9 +117,9 @@ def test_fast_loss_equals_reference_with_gradients(batch, nv, n_noise, seed):
     kp = torch.randint(0, 80, (batch, nv, 2), generator=gen).float()
     w = torch.rand(batch, nv, generator=gen) * (torch.rand(batch, nv, generator=gen) > 0.3)
     w[0, 0] = 1.0
-    fast, _ = B.nemo_loss(x, memory, nv, kp, w, T=0.07, distance_thr=30)
+    fast, _ = B.nemo_loss(x, memory, nv, kp, w, temperature=0.07, distance_thr=30)
     (g_fast,) = torch.autograd.grad(fast, x)
-    ref = B.reference_loss(x, memory, nv, kp, w, T=0.07, distance_thr=30)
+    ref = B.reference_loss(x, memory, nv, kp, w, temperature=0.07, distance_thr=30)
     (g_ref,) = torch.autograd.grad(ref, x)
     assert float(fast.detach()) == pytest.approx(float(ref.detach()), rel=1e-5, abs=1e-5)
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-6)

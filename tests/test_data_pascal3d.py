@@ -108,10 +108,10 @@ def test_unreadable_record_and_image_are_named(tmp_path):
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(buf, format="JPEG")
     (tmp_path / "t.JPEG").write_bytes(buf.getvalue()[:300])          # truncated
     with pytest.raises(pascal3d.ImageReadError, match="t.JPEG: cannot decode image"):
-        pascal3d.load_image(tmp_path / "t.JPEG")
+        pascal3d.load_image_array(tmp_path / "t.JPEG")
     grey = tmp_path / "g.JPEG"
     Image.fromarray(np.full((8, 9), 7, np.uint8)).save(grey)
-    assert pascal3d.load_image(grey).shape == (8, 9, 3)             # grey images become RGB
+    assert pascal3d.load_image_array(grey).shape == (8, 9, 3)             # grey images become RGB
 
 
 def test_release_lists_cad_models_and_subsets(tmp_path):

@@ -3,6 +3,7 @@
 import json
 import math
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ def test_crops_equal_the_original_images_cropped(tiny_dataroot):
     for cat in TINY_CATEGORIES:
         lay = layout.split_layout(tiny_dataroot, "train", cat)
         for name, anno in _annos(tiny_dataroot, "train", cat)[:2]:
-            original = pascal3d.load_image(release.image_path(cat, name))
+            original = pascal3d.load_image_array(release.image_path(cat, name))
             geom = crop.CropGeometry(float(anno["resize_rate"]), (int(original.shape[0] * anno["resize_rate"]),
                                      int(original.shape[1] * anno["resize_rate"])), anno["padding"], anno["box"],
                                      anno["box_ori"], anno["box_obj"])
@@ -242,10 +243,9 @@ def test_bad_inputs_idempotency_and_overwrite(tmp_path):
     syn = synthetic.preset("tiny", 0, occluded=False)
     synthetic.generate(root, ["car"], syn, progress=False)
     names = _corrupt(root, "car")
-    config = prepare.PrepareConfig(progress=False)
-    kwargs = dict(occluded=False, synthetic_mode="yes", synthetic_size="tiny", seed=0)
+    config = prepare.PrepareConfig(progress=False, occluded=False, synthetic="yes", synthetic_size="tiny", seed=0)
 
-    report = prepare.run(root, ["car"], ["single", "multi"], config=config, **kwargs)
+    report = prepare.run(root, ["car"], config)
     reasons = {Path(s["file"]).name: s["reason"] for s in report.skipped}
     assert "cannot decode image" in reasons[f"{names[0]}.JPEG"]
     assert "missing or malformed field 'objects.viewpoint'" in reasons[f"{names[1]}.mat"]
@@ -267,14 +267,13 @@ def test_bad_inputs_idempotency_and_overwrite(tmp_path):
 
     # Second run: nothing to do.
     stamp = {p: p.stat().st_mtime_ns for p in lay.root.rglob("*") if p.is_file()}
-    again = prepare.run(root, ["car"], ["single", "multi"], config=config, **kwargs)
+    again = prepare.run(root, ["car"], config)
     assert all(c["prepared"] == 0 for c in again.counts.values())
     assert again.total("car", "train") == len(names) - 3
     assert stamp == {p: p.stat().st_mtime_ns for p in lay.root.rglob("*") if p.is_file()}
 
     # OVERWRITE: everything redone (the synthetic source too: the corruptions are gone).
-    redone = prepare.run(root, ["car"], ["single", "multi"], config=prepare.PrepareConfig(overwrite=True,
-                         progress=False), **kwargs)
+    redone = prepare.run(root, ["car"], replace(config, overwrite=True))
     assert redone.counts["car/train"]["prepared"] == len(names) and not redone.skipped
     assert sorted(p.stem for p in lay.images.glob("*.JPEG")) == sorted(names)
 
@@ -301,7 +300,7 @@ def test_prepare_data_sh_refuses_and_validates(tmp_path):
     assert out.returncode == 2 and "SYNTHETIC=yes but a real PASCAL3D+" in out.stderr
     out = subprocess.run(["bash", str(REPO / "PrepareData.sh")], env={**env, "OVERWRITE": "maybe"},
                          capture_output=True, text=True)
-    assert out.returncode == 2 and "OVERWRITE must be yes or no" in out.stderr
+    assert out.returncode == 2 and "argument --overwrite: must be yes or no" in out.stderr   # argparse validates
     assert not (tmp_path / "PASCAL3D_train_NeMo").exists()
 
 
@@ -320,8 +319,8 @@ def test_image_subsets_pkl_gives_the_subtype_lists(tmp_path):
     (release.root / "Image_subsets").mkdir()
     with open(release.image_subsets_path("bus", "train"), "wb") as fh:
         pickle.dump(groups, fh)
-    prepare.run(root, ["bus"], ["single"], occluded=False, synthetic_mode="yes", synthetic_size="tiny",
-                config=prepare.PrepareConfig(progress=False))
+    prepare.run(root, ["bus"], prepare.PrepareConfig(mesh_dims=("single",), occluded=False, synthetic="yes",
+                                                     synthetic_size="tiny", progress=False))
     lay = layout.split_layout(root, "train", "bus")
     assert layout.read_list(lay.lists / f"{subtypes[0]}.txt") == names[:2]
     assert layout.read_list(lay.lists / f"{subtypes[2]}.txt") == names[2:3]

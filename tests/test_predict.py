@@ -12,7 +12,7 @@ from nemopose import evaluate
 from nemopose.train import loop as T, config as train_config
 from nemopose.data import annotation, layout, prepare
 from nemopose.data.mat_record import load_record
-from nemopose.data.pascal3d import Pascal3DRelease, load_image
+from nemopose.data.pascal3d import Pascal3DRelease, load_image_array
 from nemopose.experiment import Experiment
 from nemopose.predict import PosePredictor, place_image
 
@@ -25,8 +25,8 @@ ANGLES = ("azimuth", "elevation", "theta")
 def demo_car(tmp_path_factory):
     """The demo-size synthetic car (no occluded sets), trained with the demo preset."""
     root = tmp_path_factory.mktemp("demo_car")
-    prepare.run(root / "data", ["car"], ["single"], occluded=False, synthetic_mode="yes", synthetic_size="demo",
-                config=prepare.PrepareConfig(progress=False))
+    prepare.run(root / "data", ["car"], prepare.PrepareConfig(mesh_dims=("single",), occluded=False, synthetic="yes",
+                                                              synthetic_size="demo", progress=False))
     cfg = T.TrainConfig(**{**train_config.PRESETS["demo"], "dataroot": str(root / "data"),
                            "exproot": str(root / "exp"), "category": "car"})
     T.train(cfg)
@@ -70,7 +70,7 @@ def test_predictor_finds_off_centre_objects_in_release_images(demo_car):
     for name in names:
         anno = annotation.load(lay.annotation_path(name))
         record = load_record(release.annotation_path("car", name), "car")
-        image = load_image(release.image_path("car", name))
+        image = load_image_array(release.image_path("car", name))
         images.append(image)
         scales.append(annotation.resize_rate(anno))        # the training scale (objects at distance 5)
         truths.append(annotation.pose(anno))

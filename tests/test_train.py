@@ -46,7 +46,7 @@ def test_original_lr_quirk_matches_the_original_loop():
         seen.append(lr)
     assert [train_config.original_lr(e, base) for e in range(45)] == seen
     assert seen[0] == 1e-4 and seen[1] == seen[44] == pytest.approx(2e-5)
-    cfg = T.TrainConfig(lr_schedule="step", update_lr_epoch_n=10, update_lr=0.5)
+    cfg = T.TrainConfig(lr_schedule="step", lr_decay_every=10, lr_decay=0.5)
     assert [train_config.learning_rate(e, cfg) for e in (0, 9, 10, 25)] == [1e-4, 1e-4, 5e-5, 2.5e-5]
     cosine = T.TrainConfig(lr_schedule="cosine", total_epochs=10, lr=1.0)
     assert train_config.learning_rate(0, cosine) == 1.0 and train_config.learning_rate(5, cosine) == pytest.approx(0.5)
@@ -60,7 +60,7 @@ def test_accumulation_quirk():
 
 def test_faithful_defaults():
     c = T.TrainConfig()
-    assert (c.batch_size, c.total_epochs, c.lr, c.weight_decay, c.T, c.distance_thr, c.weight_noise,
+    assert (c.batch_size, c.total_epochs, c.lr, c.weight_decay, c.temperature, c.distance_thr, c.clutter_prior,
             c.num_noise, c.max_group, c.momentum, c.d_feature, c.accumulate, c.checkpoint_every) == \
         (108, 800, 1e-4, 1e-4, 0.07, 48.0, 5e-3, 5, 512, 0.9, 128, 10, 200)
     assert c.backbone == "resnetext" and c.pretrained == "imagenet" and c.lr_schedule == "original"
@@ -107,7 +107,7 @@ def test_training_dataset_items(fake_root):
     np.testing.assert_array_equal(item["weights"].numpy(), expected)
     weighted = datasets.TrainingDataset(fake_root, "car", "single", 1, vertex_weights="weighted")[0]["weights"]
     np.testing.assert_allclose(weighted.numpy(), anno["kp_weights"] * (anno["visible"] == 1), rtol=1e-6)
-    img = datasets.load_image(ds.layout.image_path(ds.names[0]))
+    img = datasets.load_image_tensor(ds.layout.image_path(ds.names[0]))
     mean = torch.tensor(datasets.IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(datasets.IMAGENET_STD).view(3, 1, 1)
     torch.testing.assert_close(item["image"], (img.float() / 255 - mean) / std)
@@ -214,7 +214,7 @@ def test_exact_resume_after_a_crash(fake_root, tmp_path):
 
 def test_non_finite_loss_stops_loudly(fake_root, tmp_path):
     with pytest.raises(FloatingPointError, match="non-finite loss"):
-        T.train(_config(fake_root, tmp_path, T=0.0, total_epochs=1))
+        T.train(_config(fake_root, tmp_path, temperature=0.0, total_epochs=1))
 
 
 def test_resume_refuses_a_different_network(fake_root, tmp_path):

@@ -37,6 +37,20 @@ def yes_no(value: str, name: str = "value") -> bool:
     raise UsageError(f"{name} must be yes or no (or true/false), got {value!r}")
 
 
+def _yes_no_type(value: str) -> bool:
+    try:
+        return yes_no(value)
+    except NemoPoseError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("value ", "", 1)) from None
+
+
+def add_yes_no_argument(parser, *flags: str, dest: str, default: bool, help: str) -> None:
+    """A yes/no option: ``--flag`` alone means yes, ``--flag no`` (or false, 0, off) no; the
+    drivers pass their yes/no variables through it, so they are parsed in one place."""
+    parser.add_argument(*flags, dest=dest, nargs="?", const=True, default=default, type=_yes_no_type,
+                        metavar="yes|no", help=f"{help} (default {'yes' if default else 'no'})")
+
+
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run an entry point's ``main``; an expected mistake ends as one ``error:`` line, status 2."""
     try:

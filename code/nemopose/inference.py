@@ -32,7 +32,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import constants, evaluate, geometry
-from .cli import add_categories_argument
+from .cli import add_categories_argument, add_yes_no_argument
 from .data import layout
 from .data.datasets import TestDataset
 from .distributed import DistContext, barrier, init as dist_init, shutdown as dist_shutdown
@@ -69,6 +69,9 @@ class InferenceConfig:
         device: 'auto', 'cpu' or 'cuda'.
         solver: :class:`SolverConfig` (Adam lr 0.05, 300 steps, ...).
         workers: data-loader workers.
+        download, download_mirror, keep_archives: ``checkpoint='authors'``: download the
+            released models when missing ('auto') or never ('no'), from this base URL or
+            folder instead of Google Drive, keeping the archive afterwards.
     """
 
     dataroot: str = "data"
@@ -85,6 +88,9 @@ class InferenceConfig:
     device: str = "auto"
     solver: SolverConfig = field(default_factory=SolverConfig)
     workers: int = 0
+    download: str = "auto"
+    download_mirror: str | None = None
+    keep_archives: bool = False
 
     @property
     def experiment(self) -> Experiment:
@@ -305,43 +311,53 @@ def write_results(cfg: InferenceConfig, categories: list[str], rows: list[dict],
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line; every default and its help text come from :class:`InferenceConfig`
+    and :class:`SolverConfig`."""
     d = InferenceConfig()
     s = SolverConfig()
     p = argparse.ArgumentParser(description="NeMo inference: features, pose estimation, accuracy table.")
     p.add_argument("--dataroot", default=d.dataroot, help=f"prepared data folder (default {d.dataroot})")
     p.add_argument("--exproot", default=d.exproot, help=f"experiment folder (default {d.exproot})")
     add_categories_argument(p, "every category with a checkpoint")
-    p.add_argument("--mesh-d", default=d.mesh_d, choices=constants.MESH_DIMENSIONS, help="cuboid type (default single)")
-    p.add_argument("--azimuth-bins", default="", help="evaluate the unseen-pose models of this mask (default: none)")
-    p.add_argument("--occ-level", default="", help="'' / L0 (default), FGL1_BGL1, FGL2_BGL2 or FGL3_BGL3")
+    p.add_argument("--mesh-d", default=d.mesh_d, choices=constants.MESH_DIMENSIONS,
+                   help=f"cuboid type (default {d.mesh_d})")
+    p.add_argument("--azimuth-bins", default=d.azimuth_bins,
+                   help="evaluate the unseen-pose models of this mask (default: none)")
+    p.add_argument("--occ-level", default=d.occ_level, help="'' / L0 (default), FGL1_BGL1, FGL2_BGL2 or FGL3_BGL3")
     p.add_argument("--checkpoint", default=d.checkpoint,
-                   help="'last' (default), an epoch (e.g. 799), 'authors' (their released models, epoch 799; "
-                        "InferenceNeMo.sh downloads them) or a file (may contain {category})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="extraction batch (default 8)")
-    p.add_argument("--solve-batch", type=int, default=None,
+                   help=f"'last', an epoch (e.g. 799), 'authors' (their released models, epoch 799; "
+                        f"downloaded when missing) or a file (may contain {{category}}) (default {d.checkpoint})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"extraction batch (default {d.batch_size})")
+    p.add_argument("--solve-batch", type=int, default=d.solve_batch,
                    help=f"images solved together (default: {CPU_SOLVE_BATCH} on CPU, {CUDA_SOLVE_BATCH} on CUDA)")
-    p.add_argument("--fused", action="store_true", help="solve from the network's maps without a feature file")
+    add_yes_no_argument(p, "--fused", dest="fused", default=d.fused,
+                        help="solve from the network's maps without a feature file")
     p.add_argument("--mesh-selection", default=d.mesh_selection, choices=("gt", "best"),
-                   help="multi meshes: annotated mesh (gt, default, the original) or lowest loss (best)")
-    p.add_argument("--device", default=d.device, help="auto (default), cpu or cuda")
-    p.add_argument("--workers", type=int, default=d.workers, help="data-loader workers (default 0)")
-    p.add_argument("--epochs", "--steps", dest="steps", type=int, default=s.steps, help="Adam steps (default 300)")
-    p.add_argument("--lr", type=float, default=s.lr, help="Adam learning rate (default 0.05)")
+                   help=f"multi meshes: annotated mesh (gt, the original) or lowest loss (best) "
+                        f"(default {d.mesh_selection})")
+    p.add_argument("--device", default=d.device, help=f"auto, cpu or cuda (default {d.device})")
+    p.add_argument("--workers", type=int, default=d.workers, help=f"data-loader workers (default {d.workers})")
+    p.add_argument("--steps", "--epochs", dest="steps", type=int, default=s.steps,
+                   help=f"Adam steps of the pose solver (--epochs: the original's name) (default {s.steps})")
+    p.add_argument("--lr", type=float, default=s.lr, help=f"Adam learning rate of the pose solver (default {s.lr})")
     p.add_argument("--turn-off-clutter", action="store_true", help="loss without the clutter model")
     p.add_argument("--num-starts", type=int, default=s.num_starts,
-                   help="optimise from the k best initial poses, keep the lowest loss (default 1)")
-    p.add_argument("--early-stop-tol", type=float, default=None,
-                   help="stop when the losses change less than this over 20 steps (default: never)")
+                   help=f"optimise from the k best initial poses, keep the lowest loss (default {s.num_starts})")
+    p.add_argument("--early-stop-tol", type=float, default=s.early_stop_tol,
+                   help=f"stop when the losses change less than this over {s.early_stop_patience} steps "
+                        f"(default: never)")
     p.add_argument("--solver-backend", default=s.backend, choices=BACKENDS,
-                   help="pose-loss implementation: auto (default: Triton kernels on CUDA, PyTorch on the CPU), "
-                        "torch or triton")
+                   help=f"pose-loss implementation: auto (Triton kernels on CUDA, PyTorch on the CPU), "
+                        f"torch or triton (default {s.backend})")
     p.add_argument("--perspective-correct", action="store_true",
                    help="perspective-correct barycentrics (PyTorch3D >= 0.3 default; the paper used screen-space)")
-    p.add_argument("--download", default="auto", choices=("auto", "no"),
-                   help="--checkpoint authors: download their models when missing (auto, default) or never (no)")
-    p.add_argument("--download-mirror", default=None,
+    p.add_argument("--download", default=d.download, choices=("auto", "no"),
+                   help=f"--checkpoint authors: download their models when missing (auto) or never (no) "
+                        f"(default {d.download})")
+    p.add_argument("--download-mirror", default=d.download_mirror,
                    help="base URL or folder holding NeMo_Single_799.zip / NeMo_Multi_799.zip (default: Google Drive)")
-    p.add_argument("--keep-archives", action="store_true", help="keep the downloaded archive (default: delete)")
+    add_yes_no_argument(p, "--keep-archives", dest="keep_archives", default=d.keep_archives,
+                        help="keep the downloaded archive")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -355,7 +371,8 @@ def config_from_args(args: argparse.Namespace) -> InferenceConfig:
                            azimuth_bins=args.azimuth_bins, occ_level=constants.parse_occlusion_level(args.occ_level),
                            checkpoint=args.checkpoint, batch_size=args.batch_size, solve_batch=args.solve_batch,
                            fused=args.fused, mesh_selection=args.mesh_selection, device=args.device, solver=solver,
-                           workers=args.workers)
+                           workers=args.workers, download=args.download, download_mirror=args.download_mirror,
+                           keep_archives=args.keep_archives)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if cfg.checkpoint == "authors":      # rank 0 downloads, the others wait
             if ctx.is_main:
-                fetch_authors_checkpoints(cfg.experiment, mirror=args.download_mirror, download=args.download,
-                                          keep_archive=args.keep_archives)
+                fetch_authors_checkpoints(cfg.experiment, mirror=cfg.download_mirror, download=cfg.download,
+                                          keep_archive=cfg.keep_archives)
             barrier(ctx)
         if run(cfg, ctx) is not None:   # rank 0: print the table it wrote
             print(cfg.experiment.accuracy_file(cfg.occ_level, "txt").read_text(), end="", flush=True)

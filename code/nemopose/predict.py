@@ -35,7 +35,7 @@ from PIL import Image
 from . import constants, geometry
 from .data import layout
 from .data.datasets import normalize_image
-from .data.pascal3d import load_image
+from .data.pascal3d import load_image_array
 from .distributed import choose_device
 from .errors import UsageError
 from .experiment import Experiment
@@ -81,7 +81,7 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
     """An input image as (H, W, 3) uint8: a file path (decoded, clear error naming it), a PIL
     image or an array (H, W, 3) / (H, W) uint8."""
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
+        return load_image_array(image)
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     array = np.asarray(image)

@@ -1,6 +1,6 @@
 """Torch datasets over a prepared split (SPEC 9, 10, 13) and the one image loader.
 
-- :func:`load_image` / :func:`normalize_image`: read a crop as RGB and ImageNet-normalise it
+- :func:`load_image_tensor` / :func:`normalize_image`: read a crop as RGB and ImageNet-normalise it
   (defined once, used by training, feature extraction and the tools).
 - :class:`TrainingDataset`: the images of one mesh list ``lists3D_<mesh_d>/<cat>/meshNN.txt``
   with their vertex pixels and visibility weights (3D annotations).
@@ -31,10 +31,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ----------------------------------------------------------------------------- images
 
 
-def load_image(path: str | os.PathLike) -> torch.Tensor:
+def load_image_tensor(path: str | os.PathLike) -> torch.Tensor:
     """An image file as a uint8 RGB tensor ``(3, H, W)`` (decoded by
-    :func:`nemopose.data.pascal3d.load_image`, which names the file on failure)."""
-    return torch.from_numpy(pascal3d.load_image(path)).permute(2, 0, 1).contiguous()
+    :func:`nemopose.data.pascal3d.load_image_array`, which names the file on failure)."""
+    return torch.from_numpy(pascal3d.load_image_array(path)).permute(2, 0, 1).contiguous()
 
 
 def normalize_image(image: torch.Tensor) -> torch.Tensor:
@@ -46,8 +46,8 @@ def normalize_image(image: torch.Tensor) -> torch.Tensor:
 
 
 def load_normalized_image(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> torch.Tensor:
-    """:func:`load_image` + :func:`normalize_image`; checks the size ``(H, W)`` if given."""
-    image = load_image(path)
+    """:func:`load_image_tensor` + :func:`normalize_image`; checks the size ``(H, W)`` if given."""
+    image = load_image_tensor(path)
     if expected_size is not None and tuple(image.shape[1:]) != tuple(expected_size):
         raise ValueError(f"{path}: image is {tuple(image.shape[1:])}, expected {tuple(expected_size)} "
                          "(the category image size times the dataset's image_scale)")
@@ -140,7 +140,7 @@ class TrainingDataset(Dataset):
 
     def _read_image(self, index: int) -> torch.Tensor:
         path = self.layout.image_path(self.names[index])
-        image = load_image(path)
+        image = load_image_tensor(path)
         if tuple(image.shape[1:]) != self.image_size:
             raise ValueError(f"{path}: image is {tuple(image.shape[1:])}, expected {self.image_size} "
                              f"(image size of {self.category} x image_scale {self.info.image_scale})")

@@ -40,7 +40,7 @@ class ImageReadError(NemoPoseError, ValueError):
 # ----------------------------------------------------------------------------- images
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image_array(path: str | os.PathLike) -> np.ndarray:
     """Decode an image fully into (H, W, 3) uint8 RGB (grey images are converted).
 
     Raises:

@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 
 from .. import constants
-from ..cli import add_categories_argument, run as run_cli
+from ..cli import add_categories_argument, add_yes_no_argument, run as run_cli
 from ..fetch.download import DOWNLOAD_MODES, DownloadError
-from ..errors import NemoPoseError, UsageError
+from ..errors import NemoPoseError
 from ..utils import atomic_write_json, setup_logging
 from . import annotate3d, layout, synthetic
 from ..fetch import sources
@@ -131,35 +131,28 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def run(dataroot: str | Path, categories: list[str], mesh_dims: list[str], occluded: bool = True,
-        synthetic_mode: str = "auto", synthetic_size: str = "demo", seed: int = 0,
-        image_scale: float | None = None, config: PrepareConfig | None = None, download: str = "auto",
-        mirror: str | None = None, keep_archives: bool = False) -> Report:
-    """Everything ``PrepareData.sh`` does, for the given categories.
+def run(dataroot: str | Path, categories: list[str], config: PrepareConfig | None = None) -> Report:
+    """Everything ``PrepareData.sh`` does, for the given categories, with the settings of
+    ``config`` (:class:`PrepareConfig`: meshes, occluded sets, data source, downloads).
 
-    Args:
-        image_scale: None = 1 for real data, 0.5 for synthetic; overrides ``config``'s.
-        download, mirror, keep_archives: what :func:`fetch_sources` may download, from where
-            (None: the authors' sources; else a base URL or folder holding the archives), and
-            whether archives are kept after unpacking.
     Returns:
         the :class:`Report` (also written to ``<dataroot>/prepare_summary.json``).
     """
     config = config or PrepareConfig()
     dataroot = Path(dataroot)
-    fetch_sources(dataroot, synthetic_mode, list(constants.OCCLUSION_LEVELS) if occluded else [], download, mirror,
-                  keep_archives, config.progress)
+    levels = list(constants.OCCLUSION_LEVELS) if config.occluded else []
+    fetch_sources(dataroot, config.synthetic, levels, config.download, config.download_mirror, config.keep_archives,
+                  config.progress)
     with torch_threads(config.threads):
-        return _run(dataroot, categories, mesh_dims, occluded, synthetic_mode, synthetic_size, seed,
-                    image_scale, config)
+        return _run(dataroot, categories, config)
 
 
-def _run(dataroot: Path, categories: list[str], mesh_dims: list[str], occluded: bool, synthetic_mode: str,
-         synthetic_size: str, seed: int, image_scale: float | None, config: PrepareConfig) -> Report:
+def _run(dataroot: Path, categories: list[str], config: PrepareConfig) -> Report:
     start = time.time()
-    use_synthetic = resolve_source(dataroot, synthetic_mode)
-    scale = image_scale if image_scale is not None else (0.5 if use_synthetic else 1.0)
+    use_synthetic = resolve_source(dataroot, config.synthetic)
+    scale = config.image_scale if config.image_scale is not None else (0.5 if use_synthetic else 1.0)
     config = replace(config, image_scale=scale)
+    mesh_dims, occluded, synthetic_size, seed = list(config.mesh_dims), config.occluded, config.synthetic_size, config.seed
     release = Pascal3DRelease(layout.release_root(dataroot))
     synthetic_config = None
     if use_synthetic:
@@ -230,56 +223,78 @@ def _run(dataroot: Path, categories: list[str], mesh_dims: list[str], occluded: 
 # ----------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str] | None = None) -> int:
+def _synthetic_mode(value: str) -> str:
+    v = value.strip().lower()
+    v = {"true": "yes", "false": "no"}.get(v, v)      # the original scripts' true/false
+    if v not in ("auto", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"must be auto, yes or no, got {value!r}")
+    return v
+
+
+def _image_scale(value: str) -> float | None:
+    if value == "auto":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto or a number, got {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; defaults and their help come from :class:`PrepareConfig`."""
+    d = PrepareConfig()
     parser = argparse.ArgumentParser(
-        description="Prepare NeMo's PASCAL3D+ datasets (SPEC 6): crops, annotations, cuboids, 3D annotations. "
+        description="Prepare NeMo's PASCAL3D+ datasets (METHOD.md §6): crops, annotations, cuboids, 3D annotations. "
                     "Builds the synthetic PASCAL3D+ when the real one is absent.")
     parser.add_argument("--dataroot", default="data", help="data root (default: data)")
     add_categories_argument(parser, "all 12")
-    parser.add_argument("--mesh-dimensions", default="single multi",
-                        help="cuboid meshes to build and annotate (default: 'single multi')")
-    parser.add_argument("--no-occluded", action="store_true", help="skip the occluded val sets (default: make them)")
-    parser.add_argument("--synthetic", default="auto", choices=["auto", "yes", "no"],
-                        help="auto: real PASCAL3D+ when present (unmarked), else synthetic (default: auto)")
-    parser.add_argument("--synthetic-size", default="demo", choices=sorted(synthetic.PRESETS),
-                        help="size of the synthetic dataset (default: demo)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset (default: 0)")
-    parser.add_argument("--image-scale", default="auto",
+    parser.add_argument("--mesh-dimensions", default=" ".join(d.mesh_dims),
+                        help=f"cuboid meshes to build and annotate (default: '{' '.join(d.mesh_dims)}')")
+    add_yes_no_argument(parser, "--occluded", dest="occluded", default=d.occluded, help="make the occluded val sets")
+    parser.add_argument("--no-occluded", dest="occluded", action="store_false", help="same as --occluded no")
+    parser.add_argument("--synthetic", default=d.synthetic, type=_synthetic_mode, metavar="auto|yes|no",
+                        help=f"auto: real PASCAL3D+ when present (unmarked), else synthetic (default: {d.synthetic})")
+    parser.add_argument("--synthetic-size", default=d.synthetic_size, choices=sorted(synthetic.PRESETS),
+                        help=f"size of the synthetic dataset (default: {d.synthetic_size})")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of the synthetic dataset (default: {d.seed})")
+    parser.add_argument("--image-scale", default=d.image_scale, type=_image_scale, metavar="auto|SCALE",
                         help="crop scale: auto = 1 for real data, 0.5 for synthetic (default: auto)")
-    parser.add_argument("--overwrite", action="store_true", help="redo finished work (default: skip it)")
-    parser.add_argument("--crop-center", default="principal", choices=CROP_CENTERS,
-                        help="crop window centre: principal (NeMo) or bbox (later pipeline) (default: principal)")
-    parser.add_argument("--kp-weights", default="original", choices=annotate3d.WEIGHT_MODES,
+    add_yes_no_argument(parser, "--overwrite", dest="overwrite", default=d.overwrite, help="redo finished work")
+    parser.add_argument("--crop-center", default=d.crop_center, choices=CROP_CENTERS,
+                        help=f"crop window centre: principal (NeMo) or bbox (later pipeline) (default: {d.crop_center})")
+    parser.add_argument("--kp-weights", default=d.annotate.weights, choices=annotate3d.WEIGHT_MODES,
                         help="3D kp_weights: original (sphere-fit directions, as NeMo) or normal (outward normals) "
-                             "(default: original)")
+                             f"(default: {d.annotate.weights})")
     parser.add_argument("--keep-zero-distance", action="store_true",
                         help="keep records with distance 0 as the original does (default: report and skip)")
-    parser.add_argument("--azimuth-bins", default=None,
+    parser.add_argument("--azimuth-bins", default=d.azimuth_bins,
                         help="also write unseen-pose lists3D for this azimuth mask, e.g. TFFTTFFT (default: none)")
-    parser.add_argument("--download", default="auto", choices=DOWNLOAD_MODES,
+    parser.add_argument("--download", default=d.download, choices=DOWNLOAD_MODES,
                         help="auto: download missing archives (with --synthetic no, or missing optional ones next to a "
-                             "real release); no: never, list what is missing (default: auto)")
-    parser.add_argument("--download-mirror", default=None,
+                             f"real release); no: never, list what is missing (default: {d.download})")
+    parser.add_argument("--download-mirror", default=d.download_mirror,
                         help="base URL or folder holding the archives under their names; then the only source "
                              "(default: the authors' sources)")
-    parser.add_argument("--keep-archives", action="store_true", help="keep archives after unpacking (default: delete)")
+    add_yes_no_argument(parser, "--keep-archives", dest="keep_archives", default=d.keep_archives,
+                        help="keep archives after unpacking")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars (default: show)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads while preparing; 0 = torch's default (default: 1, fastest here)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--threads", type=int, default=d.threads,
+                        help=f"torch threads while preparing; 0 = torch's default (default: {d.threads}, fastest here)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging()
-    mesh_dims = [constants.check_mesh_d(m) for m in args.mesh_dimensions.replace(",", " ").split()]
-    try:
-        scale = None if args.image_scale == "auto" else float(args.image_scale)
-    except ValueError:
-        raise UsageError(f"IMAGE_SCALE must be auto or a number, got {args.image_scale!r}") from None
+    mesh_dims = tuple(constants.check_mesh_d(m) for m in args.mesh_dimensions.replace(",", " ").split())
     config = PrepareConfig(
-        crop_center=args.crop_center, keep_zero_distance=args.keep_zero_distance, overwrite=args.overwrite,
+        mesh_dims=mesh_dims, occluded=args.occluded, synthetic=args.synthetic, synthetic_size=args.synthetic_size,
+        seed=args.seed, image_scale=args.image_scale, crop_center=args.crop_center,
+        keep_zero_distance=args.keep_zero_distance, overwrite=args.overwrite,
         annotate=annotate3d.Annotate3DConfig(weights=args.kp_weights), azimuth_bins=args.azimuth_bins,
-        progress=not args.no_progress, threads=args.threads)
-    run(args.dataroot, constants.parse_categories(args.categories), mesh_dims, occluded=not args.no_occluded,
-        synthetic_mode=args.synthetic, synthetic_size=args.synthetic_size, seed=args.seed, image_scale=scale,
-        config=config, download=args.download, mirror=args.download_mirror or None, keep_archives=args.keep_archives)
+        progress=not args.no_progress, threads=args.threads, download=args.download,
+        download_mirror=args.download_mirror or None, keep_archives=args.keep_archives)
+    run(args.dataroot, constants.parse_categories(args.categories), config)
     return 0
 
 

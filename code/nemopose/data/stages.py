@@ -28,7 +28,7 @@ from ..utils import atomic_write_bytes
 from . import annotate3d, annotation, layout
 from .crop import CROP_CENTERS, CropError, apply_crop, crop_geometry
 from .mat_record import ObjectRecord, RecordError, load_record
-from .pascal3d import ImageReadError, OccludedRelease, Pascal3DRelease, load_image, load_occluder_mask
+from .pascal3d import ImageReadError, OccludedRelease, Pascal3DRelease, load_image_array, load_occluder_mask
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,16 @@ class PrepareConfig:
     """Settings of the preparation (defaults = the original's behaviour).
 
     Attributes:
+        mesh_dims: cuboid meshes to build and annotate ('single', 'multi').
+        occluded: also prepare the occluded val sets.
+        synthetic: 'auto' (the real PASCAL3D+ when present, else the synthetic one), 'yes'
+            or 'no'; synthetic_size, seed: of the synthetic dataset.
         image_scale: crops are ``layout.scaled_image_size(cat, image_scale)`` and r is
-            multiplied by it (1 = faithful; the synthetic CPU demo uses 0.5).
+            multiplied by it (1 = faithful; the synthetic CPU demo uses 0.5); None (default)
+            = 1 for real data, 0.5 for synthetic.
+        download, download_mirror, keep_archives: what may be downloaded ('auto' or 'no'),
+            from where (None: the authors' sources; else a base URL or folder holding the
+            archives), and whether archives are kept after unpacking.
         crop_center: ``principal`` (NeMo) or ``bbox`` (the authors' later pipeline).
         keep_zero_distance: the original keeps records with distance 0 (coarse-only
             viewpoints; r falls back to 224 / min(bbox h, w), the camera uses 0.1). By
@@ -64,7 +72,12 @@ class PrepareConfig:
             OpenMP threads wait for each other; 0 keeps torch's setting).
     """
 
-    image_scale: float = 1.0
+    mesh_dims: tuple[str, ...] = ("single", "multi")
+    occluded: bool = True
+    synthetic: str = "auto"
+    synthetic_size: str = "demo"
+    seed: int = 0
+    image_scale: float | None = None
     crop_center: str = "principal"
     keep_zero_distance: bool = False
     overwrite: bool = False
@@ -73,9 +86,12 @@ class PrepareConfig:
     jpeg_quality: int = JPEG_QUALITY
     progress: bool = True
     threads: int = 1
+    download: str = "auto"
+    download_mirror: str | None = None
+    keep_archives: bool = False
 
     def __post_init__(self) -> None:
-        if not self.image_scale > 0:
+        if self.image_scale is not None and not self.image_scale > 0:
             raise ValueError(f"image_scale must be > 0, got {self.image_scale}")
         if self.crop_center not in CROP_CENTERS:
             raise ValueError(f"crop_center must be one of {CROP_CENTERS}, got {self.crop_center!r}")
@@ -158,7 +174,7 @@ def prepare_image(record: ObjectRecord, image_path: Path, category: str, lay: la
     if record.viewpoint.distance == 0 and not config.keep_zero_distance:
         raise SkipImage(f"zero distance (coarse-only viewpoint) in the record of {record.name}")
     try:
-        image = load_image(image_path)
+        image = load_image_array(image_path)
         occ_mask = load_occluder_mask(mask_path) if mask_path is not None else None
         if (image.shape[1], image.shape[0]) != (record.width, record.height):
             log.debug("%s: image is %dx%d, record says %dx%d", image_path, image.shape[1], image.shape[0],

@@ -201,15 +201,15 @@ def near_vertex_mask(vertex_pixels: torch.Tensor, distance_thr: float,
 
 
 def nemo_loss(features: torch.Tensor, memory: torch.Tensor, num_vertices: int,
-              vertex_pixels: torch.Tensor, weights: torch.Tensor, T: float = 0.07,
-              distance_thr: float = 48.0, weight_noise: float = 5e-3, noise_weight: float = 0.1,
+              vertex_pixels: torch.Tensor, weights: torch.Tensor, temperature: float = 0.07,
+              distance_thr: float = 48.0, clutter_prior: float = 5e-3, clutter_loss_weight: float = 0.1,
               ce_count: float | None = None, noise_count: float | None = None) -> tuple[torch.Tensor, dict]:
     """NeMo's training loss for one batch.
 
-    ``logits = (x_v . memory) / T``; columns of vertices within ``distance_thr`` pixels of the
-    row's vertex get ``-1e5`` (not negatives), the clutter columns get ``+log(weight_noise)``;
+    ``logits = (x_v . memory) / temperature``; columns of vertices within ``distance_thr`` pixels of the
+    row's vertex get ``-1e5`` (not negatives), the clutter columns get ``+log(clutter_prior)``;
     cross-entropy with target = the row's own vertex, over vertices with weight > 0, averaged;
-    plus ``noise_weight * mean(clutter features . vertex memory)``.
+    plus ``clutter_loss_weight * mean(clutter features . vertex memory)``.
 
     Only the rows with weight > 0 are computed (identical loss and gradients, much less work).
 
@@ -222,8 +222,9 @@ def nemo_loss(features: torch.Tensor, memory: torch.Tensor, num_vertices: int,
             instead of the local counts (distributed training passes global count / world
             size, so that DDP's gradient average is the global-batch gradient).
     Returns:
-        (loss, stats) with stats ``ce`` and ``noise`` (floats summed, not yet normalised,
-        as tensors) and ``ce_rows`` / ``noise_entries`` counts.
+        (loss, stats): stats holds ``ce_sum`` and ``noise_sum`` (the summed cross-entropy and
+        clutter similarity, detached tensors, not normalised) and the counts ``ce_rows`` and
+        ``noise_entries`` (floats) they are divided by.
     """
     nv = num_vertices
     if features.dim() != 3 or features.shape[1] < nv:
@@ -233,12 +234,12 @@ def nemo_loss(features: torch.Tensor, memory: torch.Tensor, num_vertices: int,
                          f"do not match features {tuple(features.shape)} with nV={nv}")
     memory = memory.detach()
     b, v = torch.nonzero(weights > 0, as_tuple=True)                   # R visible rows
-    logits = features[b, v] @ memory.t() / T                          # (R, nV + Q)
+    logits = features[b, v] @ memory.t() / temperature                          # (R, nV + Q)
     # The original subtracts a mask tensor; in place here (same float operations, no second
-    # (R, nV + Q) tensor): near vertices - 1e5, clutter columns - (-log weight_noise).
+    # (R, nV + Q) tensor): near vertices - 1e5, clutter columns - (-log clutter_prior).
     near = near_vertex_mask(vertex_pixels, distance_thr, rows=(b, v))  # (R, nV)
     logits[:, :nv].sub_(near.to(logits.dtype), alpha=NEAR_MASK_OFFSET)
-    logits[:, nv:].sub_(-math.log(weight_noise))
+    logits[:, nv:].sub_(-math.log(clutter_prior))
     ce_sum = F.cross_entropy(logits, v, reduction="sum")
     noise_sim = features[:, nv:] @ memory[:nv].t()                    # (B, n_noise, nV)
     noise_sum = noise_sim.sum()
@@ -247,25 +248,25 @@ def nemo_loss(features: torch.Tensor, memory: torch.Tensor, num_vertices: int,
     noise_div = noise_entries if noise_count is None else noise_count
     loss = ce_sum / ce_div
     if noise_sim.numel() > 0:
-        loss = loss + noise_weight * noise_sum / noise_div
+        loss = loss + clutter_loss_weight * noise_sum / noise_div
     stats = {"ce_sum": ce_sum.detach(), "noise_sum": noise_sum.detach(),
              "ce_rows": ce_rows, "noise_entries": noise_entries}
     return loss, stats
 
 
 def reference_loss(features: torch.Tensor, bank_memory: torch.Tensor, num_vertices: int,
-                   vertex_pixels: torch.Tensor, weights: torch.Tensor, T: float = 0.07,
-                   distance_thr: float = 48.0, weight_noise: float = 5e-3,
-                   noise_weight: float = 0.1) -> torch.Tensor:
+                   vertex_pixels: torch.Tensor, weights: torch.Tensor, temperature: float = 0.07,
+                   distance_thr: float = 48.0, clutter_prior: float = 5e-3,
+                   clutter_loss_weight: float = 0.1) -> torch.Tensor:
     """The loss computed the original's way, on the full ``(B, nV, nV + Q)`` tensors (slow;
     for tests)."""
     nv = num_vertices
-    sim = features[:, :nv] @ bank_memory.t() / T
+    sim = features[:, :nv] @ bank_memory.t() / temperature
     noise_sim = features[:, nv:] @ bank_memory[:nv].t()
     near = near_vertex_mask(vertex_pixels, distance_thr).to(sim.dtype) * NEAR_MASK_OFFSET
-    clutter = torch.full(sim.shape[:2] + (bank_memory.shape[0] - nv,), -math.log(weight_noise), dtype=sim.dtype)
+    clutter = torch.full(sim.shape[:2] + (bank_memory.shape[0] - nv,), -math.log(clutter_prior), dtype=sim.dtype)
     mask = torch.cat([near, clutter], dim=2)
     visible = (weights > 0).reshape(-1)
     target = torch.arange(nv).repeat(features.shape[0])
     ce = F.cross_entropy((sim - mask).reshape(-1, sim.shape[2])[visible], target[visible])
-    return ce + noise_weight * noise_sim.mean() if noise_sim.numel() else ce
+    return ce + clutter_loss_weight * noise_sim.mean() if noise_sim.numel() else ce

@@ -34,7 +34,7 @@ from .bank import FeatureBank
 from ..errors import NemoPoseError
 from ..experiment import CheckpointNotFound
 from .model import NeMoNet, from_original_state_dict, is_original_state_dict
-from .config import RESUME_KEYS, TrainConfig, TrainState, config_dict
+from .config import RESUME_KEYS, TrainConfig, TrainState, config_dict, upgrade_config_keys
 from ..utils import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ def original_args(config: TrainConfig) -> argparse.Namespace:
     """The configuration under the original TrainNeMo.py's argument names (for old tools)."""
     return argparse.Namespace(
         local_size=[1, 1], d_feature=config.d_feature, batch_size=config.batch_size, workers=config.workers,
-        total_epochs=config.total_epochs, distance_thr=config.distance_thr, T=config.T,
-        weight_noise=config.weight_noise, update_lr_epoch_n=config.update_lr_epoch_n, update_lr_=config.update_lr,
+        total_epochs=config.total_epochs, distance_thr=config.distance_thr, T=config.temperature,
+        weight_noise=config.clutter_prior, update_lr_epoch_n=config.lr_decay_every, update_lr_=config.lr_decay,
         lr=config.lr, momentum=0.9, train_accumulate=config.accumulate, weight_decay=config.weight_decay,
         type_=config.category, num_noise=config.num_noise, max_group=config.max_group,
         adj_momentum=config.momentum, mesh_d=config.mesh_d, root_path=str(config.dataroot))
@@ -185,13 +185,13 @@ def restore_training(ckpt: dict[str, Any], model: NeMoNet, banks: list[FeatureBa
     if ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a nemopose training checkpoint (an original checkpoint cannot be resumed; "
                          "use it for extraction)")
-    saved = ckpt["config"]
+    saved = upgrade_config_keys(ckpt["config"])
     mismatched = [k for k in RESUME_KEYS if k in saved and saved[k] != config_dict(config)[k]]
     if mismatched:
         raise CheckpointError(f"{path}: cannot resume, settings differ: "
                          + ", ".join(f"{k} {saved[k]!r} -> {config_dict(config)[k]!r}" for k in mismatched)
                          + " (use another --exproot or --no-resume)")
-    for key in ("batch_size", "lr", "lr_schedule", "accumulate", "seed", "T", "weight_noise"):
+    for key in ("batch_size", "lr", "lr_schedule", "accumulate", "seed", "temperature", "clutter_prior"):
         if saved.get(key) != config_dict(config)[key]:
             log.warning("resuming with %s = %r (checkpoint: %r)", key, config_dict(config)[key], saved.get(key))
     saved_precision = saved.get("precision", "fp32")       # checkpoints before the option: fp32

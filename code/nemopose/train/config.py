@@ -42,16 +42,16 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-4            # Adam's L2 term (not AdamW)
     lr_schedule: str = "original"         # see original_lr; 'step' = true step decay
-    update_lr_epoch_n: int = 10
-    update_lr: float = 0.2
+    lr_decay_every: int = 10              # epochs per learning-rate change (the original's update_lr_epoch_n)
+    lr_decay: float = 0.2                 # factor at a change (the original's update_lr)
     accumulate: int = 10                  # optimiser step every 10 iterations (quirk: see original_should_step)
     accumulation: str = "original"        # 'original' | 'aligned' (step after every `accumulate` backwards)
     # bank and loss
-    T: float = 0.07
+    temperature: float = 0.07             # softmax temperature (the original's T)
     distance_thr: float = 48.0            # pixels of the faithful (scale 1) crops
     scale_distance_thr: bool = True       # times the dataset's image_scale (1 for real data)
-    weight_noise: float = 5e-3
-    noise_weight: float = 0.1             # weight of the clutter regulariser
+    clutter_prior: float = 5e-3           # each clutter logit + log(prior) (the original's weight_noise)
+    clutter_loss_weight: float = 0.1      # weight of the clutter regulariser (the original's noise_weight)
     num_noise: int = 5
     max_group: int = 512
     momentum: float = 0.9                 # bank momentum (the original's adj_momentum)
@@ -110,7 +110,7 @@ RESUME_KEYS = ("backbone", "d_feature", "light_widths", "light_norm", "num_noise
 
 
 def original_lr(epoch: int, base_lr: float, factor: float = 0.2) -> float:
-    """Quirk of the original: at every epoch with ``(epoch - 1) % update_lr_epoch_n == 0``
+    """Quirk of the original: at every epoch with ``(epoch - 1) % lr_decay_every == 0``
     it sets ``lr = base_lr * factor`` (not cumulative), so the rate is ``base_lr`` during
     epoch 0 and ``base_lr * factor`` from epoch 1 on, whatever the period. Kept as the
     default schedule."""
@@ -119,12 +119,12 @@ def original_lr(epoch: int, base_lr: float, factor: float = 0.2) -> float:
 
 def learning_rate(epoch: int, config: TrainConfig) -> float:
     """The learning rate of ``epoch`` under ``config.lr_schedule``:
-    original (:func:`original_lr`), step (``lr * update_lr ** (epoch // update_lr_epoch_n)``,
+    original (:func:`original_lr`), step (``lr * lr_decay ** (epoch // lr_decay_every)``,
     the true step decay), cosine (to 0 over ``total_epochs``), constant."""
     if config.lr_schedule == "original":
-        return original_lr(epoch, config.lr, config.update_lr)
+        return original_lr(epoch, config.lr, config.lr_decay)
     if config.lr_schedule == "step":
-        return config.lr * config.update_lr ** (epoch // config.update_lr_epoch_n)
+        return config.lr * config.lr_decay ** (epoch // config.lr_decay_every)
     if config.lr_schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.total_epochs))
     return config.lr
@@ -147,6 +147,16 @@ def effective_distance_thr(config: TrainConfig, image_scale: float) -> float:
     """``distance_thr`` in pixels of the prepared crops (scaled with the dataset's
     image_scale unless ``scale_distance_thr`` is off; scale 1 = faithful)."""
     return config.distance_thr * (image_scale if config.scale_distance_thr else 1.0)
+
+
+# Fields renamed since the first checkpoints: old name -> new name.
+RENAMED_KEYS = {"T": "temperature", "weight_noise": "clutter_prior", "noise_weight": "clutter_loss_weight",
+                "update_lr": "lr_decay", "update_lr_epoch_n": "lr_decay_every"}
+
+
+def upgrade_config_keys(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved configuration under today's field names (checkpoints written before a rename)."""
+    return {RENAMED_KEYS.get(k, k): v for k, v in saved.items()}
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:

@@ -113,15 +113,15 @@ def training_step(model: torch.nn.Module, bank: FeatureBank, batch: dict[str, An
     nv = bank.num_vertices
     noise_entries = total_images * config.num_noise * nv
     memory = bank.memory.clone()       # the loss uses the bank before this batch's update
-    loss, stats = nemo_loss(features, memory, nv, pixels, weights, T=config.T, distance_thr=distance_thr,
-                            weight_noise=config.weight_noise, noise_weight=config.noise_weight,
+    loss, stats = nemo_loss(features, memory, nv, pixels, weights, temperature=config.temperature, distance_thr=distance_thr,
+                            clutter_prior=config.clutter_prior, clutter_loss_weight=config.clutter_loss_weight,
                             ce_count=total_rows / ctx.world_size, noise_count=noise_entries / ctx.world_size)
     bank.update(distributed.all_gather_cat(features.detach(), ctx), distributed.all_gather_cat(weights, ctx))
 
     sums = distributed.all_reduce_sum(torch.stack([stats["ce_sum"], stats["noise_sum"]]).double(), ctx)
     ce = float(sums[0]) / max(total_rows, 1.0) if total_rows else float("nan")
     clutter = float(sums[1]) / noise_entries if noise_entries else 0.0
-    return loss, {"loss": ce + config.noise_weight * clutter, "ce": ce, "clutter": clutter,
+    return loss, {"loss": ce + config.clutter_loss_weight * clutter, "ce": ce, "clutter": clutter,
                   "images": int(total_images)}
 
 
@@ -366,21 +366,25 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--weight-decay", dest="weight_decay", type=float, default=S, help=f"default {f.weight_decay}")
     o.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES, default=S,
                    help=f"original (quirk: lr*0.2 from epoch 1), step, cosine, constant (default {f.lr_schedule})")
-    o.add_argument("--update-lr-epoch-n", dest="update_lr_epoch_n", type=int, default=S,
-                   help=f"epochs per lr change (default {f.update_lr_epoch_n})")
-    o.add_argument("--update-lr", dest="update_lr", type=float, default=S, help=f"lr factor (default {f.update_lr})")
+    o.add_argument("--lr-decay-every", "--update-lr-epoch-n", dest="lr_decay_every", type=int, default=S,
+                   help=f"epochs per learning-rate change (default {f.lr_decay_every})")
+    o.add_argument("--lr-decay", "--update-lr", dest="lr_decay", type=float, default=S,
+                   help=f"factor applied to the learning rate at a change (default {f.lr_decay})")
     o.add_argument("--accumulate", type=int, default=S, help=f"iterations per optimiser step (default {f.accumulate})")
     o.add_argument("--accumulation", choices=("original", "aligned"), default=S,
                    help=f"original (quirk: first step after one backward) or aligned (default {f.accumulation})")
     b = p.add_argument_group("bank and loss (defaults: faithful preset)")
-    b.add_argument("--T", dest="T", type=float, default=S, help=f"temperature (default {f.T})")
+    b.add_argument("--temperature", "--T", dest="temperature", type=float, default=S,
+                   help=f"softmax temperature of the contrastive loss (default {f.temperature})")
     b.add_argument("--distance-thr", dest="distance_thr", type=float, default=S,
                    help=f"near-vertex mask radius in scale-1 pixels (default {f.distance_thr})")
     b.add_argument("--scale-distance-thr", dest="scale_distance_thr", action=argparse.BooleanOptionalAction,
                    default=S, help="multiply distance_thr by the dataset's image_scale (default on)")
-    b.add_argument("--weight-noise", dest="weight_noise", type=float, default=S, help=f"default {f.weight_noise}")
-    b.add_argument("--noise-weight", dest="noise_weight", type=float, default=S,
-                   help=f"weight of the clutter regulariser (default {f.noise_weight})")
+    b.add_argument("--clutter-prior", "--weight-noise", dest="clutter_prior", type=float, default=S,
+                   help=f"prior weight of each clutter column in the softmax: its logit gets + log(prior) "
+                        f"(default {f.clutter_prior})")
+    b.add_argument("--clutter-loss-weight", "--noise-weight", dest="clutter_loss_weight", type=float, default=S,
+                   help=f"weight of the clutter regulariser in the loss (default {f.clutter_loss_weight})")
     b.add_argument("--num-noise", dest="num_noise", type=int, default=S, help=f"clutter cells per image (default {f.num_noise})")
     b.add_argument("--max-group", dest="max_group", type=int, default=S, help=f"queue length / num_noise (default {f.max_group})")
     b.add_argument("--momentum", type=float, default=S, help=f"bank momentum (default {f.momentum})")

@@ -1,4 +1,4 @@
-"""NeMo's dataset preparation (SPEC 6): crops, annotations, lists, cuboids, 3D annotations.
+"""NeMo's dataset preparation (METHOD.md §6): crops, annotations, lists, cuboids, 3D annotations.
 
 Entry point of ``PrepareData.sh``::
 
@@ -232,7 +232,7 @@ def _run(dataroot: Path, categories: list[str], mesh_dims: list[str], occluded: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Prepare NeMo's PASCAL3D+ datasets (SPEC 6): crops, annotations, cuboids, 3D annotations. "
+        description="Prepare NeMo's PASCAL3D+ datasets (METHOD.md §6): crops, annotations, cuboids, 3D annotations. "
                     "Builds the synthetic PASCAL3D+ when the real one is absent.")
     parser.add_argument("--dataroot", default="data", help="data root (default: data)")
     add_categories_argument(parser, "all 12")

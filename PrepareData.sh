@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PrepareData.sh: build NeMo's datasets (SPEC 6): crops and annotations for train, val and the
+# PrepareData.sh: build NeMo's datasets (code/METHOD.md §6): crops and annotations for train, val and the
 # occluded val sets, the cuboid meshes, and the 3D annotations. All logic lives in
 # `python -m nemopose.data.prepare` (run it with --help for every option).
 #

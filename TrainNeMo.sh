@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# TrainNeMo.sh: train NeMo, one network + neural-mesh banks per category (SPEC 9). All logic
+# TrainNeMo.sh: train NeMo, one network + neural-mesh banks per category (code/METHOD.md §9). All logic
 # lives in `python -m nemopose.train` (run it with --help for every option).
 #
 # Checkpoints go to $EXPROOT/NeMo_$MESH_DIMENSIONS/saved_model_<cat>_<epoch>.pth; a rerun

@@ -1,6 +1,6 @@
 """3D-annotation benchmark: vertex pixels, visibility and weights of the car cuboid.
 
-Setting (SPEC 6.3 at the real car size): the released car cuboid (1024 vertices, 1724
+Setting (METHOD.md §6.3 at the real car size): the released car cuboid (1024 vertices, 1724
 faces) and the real PASCAL3D+ car of the test fixtures (500 x 334 original image, its
 annotation), seen from ``--images`` viewpoints (the annotated one with the azimuth turned
 in equal steps, elevation varied). Times the whole per-image step

@@ -11,7 +11,7 @@ two is printed), and a few images with the explicit feature renderer (``method="
 dense rendered feature maps compared with the image's, as the original does).
 
 Reference, not measured here: the original implementation needs 90 to 160 s per image on 2
-CPU threads (SPEC section 17).
+CPU threads (METHOD.md §17).
 
 Run: bash benchmarks/run.sh bench_pose.py
 """

@@ -1,4 +1,4 @@
-"""A tiny fake prepared dataset in NeMo's layout (SPEC 13), for training tests.
+"""A tiny fake prepared dataset in NeMo's layout (METHOD.md §13), for training tests.
 
 Small cuboid meshes are projected with the project's camera model at random poses; every
 visible vertex paints a small blob whose colour depends on its face and position, over a noisy

@@ -9,7 +9,7 @@ def test_category_tables_cover_all_categories():
 
 
 def test_image_sizes_are_top50_rounded_up_to_32():
-    # Examples stated in SPEC section 2.
+    # Examples stated in METHOD.md §2.
     expected = {"car": (256, 672), "boat": (480, 1120), "chair": (544, 384), "sofa": (352, 736),
                 "train": (256, 608), "tvmonitor": (480, 480), "bicycle": (608, 608),
                 "bottle": (512, 736)}

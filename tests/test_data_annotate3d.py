@@ -1,4 +1,4 @@
-"""3D annotations: visibility z-buffers, weight directions, the per-image step (SPEC 6.3)."""
+"""3D annotations: visibility z-buffers, weight directions, the per-image step (METHOD.md §6.3)."""
 
 import math
 

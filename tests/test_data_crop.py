@@ -1,4 +1,4 @@
-"""Crop-and-rescale geometry of SPEC 6.1 and the box-to-box map."""
+"""Crop-and-rescale geometry of METHOD.md §6.1 and the box-to-box map."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Reading PASCAL3D+ records, images, CAD folders and occluder masks (SPEC 6)."""
+"""Reading PASCAL3D+ records, images, CAD folders and occluder masks (METHOD.md §6)."""
 
 import math
 import pickle
@@ -24,7 +24,7 @@ def _record(status=None):
 
 
 def test_mat_round_trip_has_the_real_nesting(tmp_path):
-    """A record written with savemat reads back with the indexing of SPEC 6 (real data)."""
+    """A record written with savemat reads back with the indexing of METHOD.md §6 (real data)."""
     rec, xy = _record()
     path = tmp_path / "n0001.mat"
     mat_record.save_struct(path, rec)

@@ -1,4 +1,4 @@
-"""The whole preparation on the tiny synthetic PASCAL3D+ (SPEC 6, 13, 14)."""
+"""The whole preparation on the tiny synthetic PASCAL3D+ (METHOD.md §6, §13, §14)."""
 
 import json
 import math
@@ -30,7 +30,7 @@ def _annos(root, split, cat, level="", mesh_d=None):
 
 
 def spec3_project(points, anno):
-    """SPEC 3 written out in NumPy, independently of nemopose.geometry: (N, 2) x, y."""
+    """METHOD.md §3 written out in NumPy, independently of nemopose.geometry: (N, 2) x, y."""
     a, e, t = float(anno["azimuth"]), float(anno["elevation"]), float(anno["theta"])
     d = float(anno["distance"]) or 0.1
     C = d * np.array([math.cos(e) * math.sin(a), -math.cos(e) * math.cos(a), math.sin(e)])

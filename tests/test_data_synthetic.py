@@ -1,4 +1,4 @@
-"""The synthetic PASCAL3D+ generator (SPEC 14)."""
+"""The synthetic PASCAL3D+ generator (METHOD.md §14)."""
 
 import math
 

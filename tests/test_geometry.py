@@ -1,4 +1,4 @@
-"""The camera model against an independent, step-by-step NumPy transcription of SPEC 3."""
+"""The camera model against an independent, step-by-step NumPy transcription of METHOD.md §3."""
 
 import math
 
@@ -24,7 +24,7 @@ def ref_rx(phi):
 
 
 def ref_project(X, a, e, theta, d, f, px, py, M):
-    """SPEC 3, steps 1-5, one point at a time."""
+    """METHOD.md §3, steps 1-5, one point at a time."""
     if d == 0:
         d = 0.1
     C = d * np.array([math.cos(e) * math.sin(a), -math.cos(e) * math.cos(a), math.sin(e)])
@@ -140,7 +140,7 @@ def test_batched_torch_and_differentiable():
 
 
 def test_real_sample_projection_agrees_with_bbox(fixture_data):
-    """SPEC 3: the real car's CAD model projected with its annotation spans x 43-473,
+    """METHOD.md §3: the real car's CAD model projected with its annotation spans x 43-473,
     y 91-256 against the annotated bbox x 45-490, y 87-246."""
     anno = np.load(fixture_data / "real" / "nemo_sample_car" / "car_annotation.npz")
     verts, _ = mesh.load_off(fixture_data / "real" / "nemo_sample_car" / "car.off")

@@ -5,7 +5,7 @@ from nemopose import constants, mesh
 
 
 def test_cuboids_reproduce_the_released_meshes(fixture_data):
-    """SPEC 4: given each released cuboid's extents, identical vertices and faces."""
+    """METHOD.md §4: given each released cuboid's extents, identical vertices and faces."""
     for cat in constants.CATEGORIES:
         verts, faces = mesh.load_off(fixture_data / "real" / "CAD_single" / cat / "01.off")
         extent = [(float(verts[:, i].min()), float(verts[:, i].max())) for i in range(3)]

@@ -84,7 +84,7 @@ def test_batched_equals_one_at_a_time():
 
 
 def test_direct_crop_render_equals_square_render_cropped():
-    """SPEC 3: render S x S with the principal at its centre, crop to (h, w) == render at (h, w)."""
+    """METHOD.md §3: render S x S with the principal at its centre, crop to (h, w) == render at (h, w)."""
     verts, faces = mesh.cuboid_mesh((-0.184, 0.184), (-0.44, 0.43), (-0.168, 0.12))
     verts = torch.as_tensor(verts)
     feats = torch.randn(len(verts), 5, dtype=torch.float64)

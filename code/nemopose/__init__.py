@@ -1,6 +1,7 @@
 """nemopose: a PyTorch reimplementation of NeMo (Wang, Kortylewski, Yuille, ICLR 2021).
 
 Neural Mesh Models of contrastive features for robust category-level 3D pose estimation.
+The method is written down in ``code/METHOD.md``; docstrings cite its sections ("METHOD.md §6.1").
 
 One module per concept:
 

@@ -1,4 +1,4 @@
-"""Per-category constants of NeMo on PASCAL3D+ (SPEC section 2).
+"""Per-category constants of NeMo on PASCAL3D+ (METHOD.md §2).
 
 Everything that depends on the category lives here, once. Derived quantities (the image
 size used for crops and feature maps) are computed from the tables they come from, never
@@ -109,7 +109,7 @@ def check_mesh_d(mesh_d: str) -> str:
     return mesh_d
 
 
-# Camera and network geometry (SPEC 3, 6.1, 7, 11).
+# Camera and network geometry (METHOD.md §3, §6.1, §7, §11).
 DOWNSAMPLE_RATE = 8              # stride of the feature map (network input pixels per cell)
 IMAGE_SIZE_MULTIPLE = 32         # category image sizes are the top-50 sizes rounded up to this
 RENDER_FOV_DEGREES = 12.0        # field of view of the pose solver's render camera
@@ -132,7 +132,7 @@ def round_up(value: int, multiple: int = IMAGE_SIZE_MULTIPLE) -> int:
 def image_size(category: str, image_scale: float = 1.0) -> tuple[int, int]:
     """Crop / network input size (H, W) of a category.
 
-    Scale 1 (faithful, SPEC 2): the top-50 size rounded up to a multiple of 32. Other
+    Scale 1 (faithful, METHOD.md §2): the top-50 size rounded up to a multiple of 32. Other
     scales (the synthetic CPU demo uses 0.5): that size times ``image_scale``, rounded to
     a multiple of the feature stride.
     """
@@ -190,7 +190,7 @@ def parse_occlusion_level(level: str | None) -> str:
     return level
 
 
-# ----------------------------------------------------------------------------- the authors' release (SPEC 13)
+# ----------------------------------------------------------------------------- the authors' release (METHOD.md §13)
 
 EPOCH_RELEASED = 799
 # mesh dimension -> (archive name, Google Drive id) of the authors' trained models

@@ -1,4 +1,4 @@
-"""torch.distributed plumbing for the entry points (SPEC 15).
+"""torch.distributed plumbing for the entry points (METHOD.md §15).
 
 The same code runs as one plain process (no torchrun), or under ``torchrun`` on one or many
 GPUs of one or many machines (``env://`` rendezvous: RANK, WORLD_SIZE, LOCAL_RANK,

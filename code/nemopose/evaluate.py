@@ -1,4 +1,4 @@
-"""Accuracy of predicted poses (SPEC section 12): rotation errors and the paper's table.
+"""Accuracy of predicted poses (METHOD.md §12): rotation errors and the paper's table.
 
 Per category: ``ACC@pi/6 = 100 * mean(err < pi/6)``, ``ACC@pi/18 = 100 * mean(err < pi/18)``
 and ``MedErr = median(err)``. The ``Mean`` column is the original's: the

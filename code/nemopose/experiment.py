@@ -200,7 +200,7 @@ class Experiment:
 
 def fetch_authors_checkpoints(exp: Experiment, *, mirror: str | os.PathLike | None = None, download: str = "auto",
                               keep_archive: bool = False, progress: bool = True) -> dict[str, Path]:
-    """Download and unpack the authors' released models for ``exp.mesh_d`` (SPEC 13:
+    """Download and unpack the authors' released models for ``exp.mesh_d`` (METHOD.md §13:
     ``NeMo_Single_799.zip`` / ``NeMo_Multi_799.zip``, Google Drive, or ``<mirror>/<name>``)
     into ``exp.checkpoints``; nothing happens when they are there already.
 

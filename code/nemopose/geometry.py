@@ -1,4 +1,4 @@
-"""The one camera model of the project (SPEC section 3).
+"""The one camera model of the project (METHOD.md §3).
 
 PASCAL3D+ describes a view by azimuth ``a``, elevation ``e``, in-plane rotation ``theta``,
 distance ``d``, focal ``f``, viewport ``M`` and principal point ``(px, py)``. The same camera
@@ -18,7 +18,7 @@ Distance has two units, and the names say which one a value is in:
 - PASCAL3D+ distance (``pascal_distance``): the annotation's ``distance``, for the camera of
   the original image (focal length ``M * f`` original-image pixels);
 - render distance (``render_distance``): the pose solver's camera distance, for the render
-  camera of the feature map. A crop rescales the image by ``r`` (SPEC 6.1), so the same object
+  camera of the feature map. A crop rescales the image by ``r`` (METHOD.md §6.1), so the same object
   appears at the same size when ``render = pascal * 8 * f_r / (M * f * r)``
   (:func:`render_distance`, :func:`pascal_distance`); for the prepared crops ``r = s * d / 5``
   and every object lands at one render distance per category (car: 5.33 at scale 1).

@@ -1,4 +1,4 @@
-"""Inference: feature maps -> poses -> the accuracy table (SPEC 10-12, 15).
+"""Inference: feature maps -> poses -> the accuracy table (METHOD.md §10-12, §15).
 
 ``python -m nemopose.inference`` (InferenceNeMo.sh), per category of an occlusion level:
 
@@ -12,7 +12,7 @@
 3. per-image rows (predicted pose with its distance in PASCAL3D+ units, ground truth, error
    in degrees) and the table, CSV, JSON and PNG under ``Accuracy_<mesh_d>/``.
 
-Distribution (SPEC 15): under torchrun every rank takes every ``world_size``-th image;
+Distribution (METHOD.md §15): under torchrun every rank takes every ``world_size``-th image;
 rank 0 gathers the rows and writes the outputs.
 """
 

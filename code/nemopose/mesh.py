@@ -1,4 +1,4 @@
-"""Meshes: OFF files and NeMo's cuboid meshes (SPEC section 4)."""
+"""Meshes: OFF files and NeMo's cuboid meshes (METHOD.md §4)."""
 
 from __future__ import annotations
 

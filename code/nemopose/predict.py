@@ -1,4 +1,4 @@
-"""Pose prediction on unlabeled images (SPEC 16; the original's PredUnlabeledDataset).
+"""Pose prediction on unlabeled images (METHOD.md §16; the original's PredUnlabeledDataset).
 
 The library API::
 

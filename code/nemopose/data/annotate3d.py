@@ -1,10 +1,10 @@
-"""3D annotations: mesh vertices in the crop, their visibility and weights (SPEC 6.3).
+"""3D annotations: mesh vertices in the crop, their visibility and weights (METHOD.md §6.3).
 
 For every prepared image and the mesh it uses (single: mesh 01; multi: its CAD index):
 
 1. Project every mesh vertex into the original image with the PASCAL3D+ camera
    (:func:`nemopose.geometry.project_points`) and truncate to integer pixels (the original
-   casts with ``astype(int32)``; SPEC's "round" is this truncation).
+   casts with ``astype(int32)``; the "round" of METHOD.md §6.3 is this truncation).
 2. Visibility (:func:`zbuffer_visibility`): z-buffer the mesh's triangles over the
    original image, the depth being the vertex's camera distance normalised to [0, 1] over
    the mesh and interpolated as the plane through each triangle's corners; a vertex is
@@ -231,7 +231,7 @@ def zbuffer_visibility(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarr
 def zbuffer_visibility_raster(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarray,
                               image_hw: tuple[int, int], tolerance: float = VISIBILITY_TOLERANCE) -> np.ndarray:
     """:func:`zbuffer_visibility` with ``coverage="centre"``, by rasterising the whole
-    original image with :func:`render.rasterize` (SPEC 5); several times slower. Same
+    original image with :func:`render.rasterize` (METHOD.md §5); several times slower. Same
     contract.
 
     The rasteriser samples pixel (r, c) at its centre, so vertex (r, c) is placed at
@@ -472,7 +472,7 @@ def annotate_vertices(anno: dict[str, Any], target: MeshForAnnotation,
     """Vertex pixels in the crop, visibility and weights of one prepared image.
 
     Args:
-        anno: a 2D annotation (SPEC 13 keys: pose, ``height``, ``width``, ``box_ori``,
+        anno: a 2D annotation (METHOD.md §13 keys: pose, ``height``, ``width``, ``box_ori``,
             ``box_obj``).
         target: the mesh.
     Returns:

@@ -1,4 +1,4 @@
-"""NeMo's per-image annotation files (SPEC 13): the one home of their keys, reader and writer.
+"""NeMo's per-image annotation files (METHOD.md §13): the one home of their keys, reader and writer.
 
 Every prepared image has a 2D annotation ``annotations/<cat><LEVEL>/<id>.npz`` and, per mesh
 dimension, a 3D annotation ``annotations3D_<mesh_d>/<cat><LEVEL>/<id>.npz``. The 3D file is

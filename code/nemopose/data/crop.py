@@ -1,4 +1,4 @@
-"""NeMo's crop-and-rescale of a PASCAL3D+ image (SPEC 6.1) and the box-to-box map.
+"""NeMo's crop-and-rescale of a PASCAL3D+ image (METHOD.md §6.1) and the box-to-box map.
 
 The original works with integer boxes (its ``BboxTools``): every box coordinate is
 truncated to int when the box is built or scaled. Those truncations decide where the
@@ -88,7 +88,7 @@ CROP_CENTERS = ("principal", "bbox")
 def crop_geometry(bbox: np.ndarray, principal: np.ndarray, distance: float, image_hw: tuple[int, int],
                   out_shape: tuple[int, int], image_scale: float = 1.0,
                   center: str = "principal") -> CropGeometry:
-    """Crop window, padding and object boxes of SPEC 6.1 for one object.
+    """Crop window, padding and object boxes of METHOD.md §6.1 for one object.
 
     Args:
         bbox: (4,) ``[x0, y0, x1, y1]`` object bbox in the original image.

@@ -1,4 +1,4 @@
-"""Torch datasets over a prepared split (SPEC 9, 10, 13) and the one image loader.
+"""Torch datasets over a prepared split (METHOD.md §9, §10, §13) and the one image loader.
 
 - :func:`load_image_tensor` / :func:`normalize_image`: read a crop as RGB and ImageNet-normalise it
   (defined once, used by training, feature extraction and the tools).

@@ -1,4 +1,4 @@
-"""The on-disk layout of NeMo's prepared datasets (SPEC section 13) and its small readers.
+"""The on-disk layout of NeMo's prepared datasets (METHOD.md §13) and its small readers.
 
 Every other module finds files through these helpers, so the layout is defined once:
 
@@ -43,7 +43,7 @@ OCCLUDED_DIR = "OccludedPASCAL3D"
 SPLIT_DIRS = {"train": "PASCAL3D_train_NeMo", "val": "PASCAL3D_NeMo", "occ": "PASCAL3D_OCC_NeMo"}
 DATASET_INFO = "dataset.json"
 # Written by the synthetic generator into the release and occluded folders it creates, so
-# that a synthetic dataset is never mistaken for PASCAL3D+ (SPEC 14).
+# that a synthetic dataset is never mistaken for PASCAL3D+ (METHOD.md §14).
 SYNTHETIC_MARKER = "SYNTHETIC.json"
 
 def split_root(dataroot: str | os.PathLike, split: str, occ_level: str = "") -> Path:

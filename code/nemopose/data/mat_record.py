@@ -1,7 +1,7 @@
 """The PASCAL3D+ ``.mat`` annotation record: its nesting, reader and writer, in one place.
 
 ``scipy.io.loadmat(path)['record']`` of a PASCAL3D+ release 1.1 annotation has this nesting
-(SPEC 6), read by :func:`load_record` and written by :func:`record_struct` (the synthetic
+(METHOD.md §6), read by :func:`load_record` and written by :func:`record_struct` (the synthetic
 PASCAL3D+ writes its records through it, so reader and writer cannot drift apart):
 
     record.imgsize[0,0][0]                        [width, height, depth]
@@ -121,7 +121,7 @@ def _string(value: Any) -> str | None:
 
 
 def load_record(path: str | os.PathLike, category: str, object_index: int = 0) -> ObjectRecord:
-    """Read one PASCAL3D+ ``.mat`` annotation (SPEC 6).
+    """Read one PASCAL3D+ ``.mat`` annotation (METHOD.md §6).
 
     The nesting is that of ``scipy.io.loadmat(path)['record']``:
     ``imgsize[0,0][0] = [width, height, depth]``; ``objects[0,0]`` is a 1 x N struct array;

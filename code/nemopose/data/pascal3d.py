@@ -1,4 +1,4 @@
-"""Reading the PASCAL3D+ release 1.1 (ImageNet part) and OccludedPASCAL3D (SPEC 6).
+"""Reading the PASCAL3D+ release 1.1 (ImageNet part) and OccludedPASCAL3D (METHOD.md §6).
 
 Layout read here (real or synthetic, identical):
 

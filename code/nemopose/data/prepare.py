@@ -1,4 +1,4 @@
-"""NeMo's dataset preparation (SPEC 6): crops, annotations, lists, cuboids, 3D annotations.
+"""NeMo's dataset preparation (METHOD.md §6): crops, annotations, lists, cuboids, 3D annotations.
 
 Entry point of ``PrepareData.sh``::
 

@@ -1,8 +1,8 @@
-"""The stages of the dataset preparation (SPEC 6), per category, split and occlusion level.
+"""The stages of the dataset preparation (METHOD.md §6), per category, split and occlusion level.
 
-- :func:`build_cuboids`: ``CAD_single/<cat>/01.off`` and ``CAD_multi/<cat>/NN.off`` (SPEC 4, 6.2);
-- :func:`prepare_split`: 2D crops, annotations and lists of a split (SPEC 6.1);
-- :func:`annotate_split`: 3D annotations and lists3D (SPEC 6.3);
+- :func:`build_cuboids`: ``CAD_single/<cat>/01.off`` and ``CAD_multi/<cat>/NN.off`` (METHOD.md §4, §6.2);
+- :func:`prepare_split`: 2D crops, annotations and lists of a split (METHOD.md §6.1);
+- :func:`annotate_split`: 3D annotations and lists3D (METHOD.md §6.3);
 - :func:`link_occluded`: the occluded sets reuse the val 3D annotations.
 
 Every stage is idempotent: it writes a done-marker last (:func:`nemopose.data.layout.write_done`)
@@ -221,7 +221,7 @@ def _subtype_groups(release: Pascal3DRelease, category: str,
 
 def prepare_split(dataroot: Path, release: Pascal3DRelease, category: str, split: str, level: str,
                   config: PrepareConfig, report: Report, occluded: OccludedRelease | None = None) -> int:
-    """Crops, annotations and lists of one (split, category, occlusion level) (SPEC 6.1).
+    """Crops, annotations and lists of one (split, category, occlusion level) (METHOD.md §6.1).
 
     Images come from the image set of ``split`` (or, when present, NeMo's Image_subsets
     pkl, whose groups also give the subtype lists; otherwise a record's own subtype names
@@ -292,7 +292,7 @@ def prepare_split(dataroot: Path, release: Pascal3DRelease, category: str, split
 def build_cuboids(dataroot: Path, release: Pascal3DRelease, category: str, mesh_dims: list[str],
                   config: PrepareConfig, report: Report) -> None:
     """``CAD_single/<cat>/01.off`` from all CAD models pooled and ``CAD_multi/<cat>/NN.off``
-    per CAD model (SPEC 4), under the release folder. Unreadable CAD models are reported
+    per CAD model (METHOD.md §4), under the release folder. Unreadable CAD models are reported
     and left out."""
     release_root = layout.release_root(dataroot)
     todo = [m for m in mesh_dims
@@ -343,7 +343,7 @@ def load_cuboids(dataroot: Path, category: str, mesh_d: str, config: PrepareConf
 
 def annotate_split(dataroot: Path, category: str, split: str, mesh_d: str, config: PrepareConfig,
                    report: Report) -> int:
-    """3D annotations and lists3D of one (split, category, mesh dimension) (SPEC 6.3)."""
+    """3D annotations and lists3D of one (split, category, mesh dimension) (METHOD.md §6.3)."""
     lay = layout.split_layout(dataroot, split, category)
     column = f"{split} 3D {mesh_d}"
     done, finished = _finished(lay, f"3d_{mesh_d}", column, config, report)

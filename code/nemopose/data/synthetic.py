@@ -1,4 +1,4 @@
-"""A synthetic PASCAL3D+ in the real release layout and formats (SPEC 14).
+"""A synthetic PASCAL3D+ in the real release layout and formats (METHOD.md §14).
 
 Writes, under ``<dataroot>``::
 
@@ -288,7 +288,7 @@ def generate(dataroot: str | Path, categories: list[str], config: SyntheticConfi
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate the synthetic PASCAL3D+ (SPEC 14). "
+    parser = argparse.ArgumentParser(description="Generate the synthetic PASCAL3D+ (METHOD.md §14). "
                                      "It is marked as synthetic and must never be reported as PASCAL3D+.")
     parser.add_argument("--dataroot", default="data", help="data root (default: data)")
     add_categories_argument(parser, "all 12")

@@ -1,4 +1,4 @@
-"""Procedural CAD models of the synthetic PASCAL3D+ (SPEC 14): per category a few boxes and
+"""Procedural CAD models of the synthetic PASCAL3D+ (METHOD.md §14): per category a few boxes and
 cylinders with the category's proportions, tessellated densely, with keypoint anchors.
 
 Sizes follow the extents of the released PASCAL3D+ cuboids (e.g. car x +-0.18, y -0.44..0.43,

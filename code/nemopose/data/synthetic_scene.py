@@ -1,4 +1,4 @@
-"""Images of the synthetic PASCAL3D+ (SPEC 14): appearance, viewpoints, rendering, keypoint
+"""Images of the synthetic PASCAL3D+ (METHOD.md §14): appearance, viewpoints, rendering, keypoint
 visibility and occluders.
 
 - Appearance: the colour of a surface point is fixed by the direction its outward normal

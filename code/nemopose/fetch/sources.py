@@ -1,4 +1,4 @@
-"""Where the datasets' archives come from and where they are unpacked in DATAROOT (SPEC 6).
+"""Where the datasets' archives come from and where they are unpacked in DATAROOT (METHOD.md §6).
 
     PASCAL3D+_release1.1.zip            -> $DATAROOT/PASCAL3D+_release1.1/
     Image_subsets.zip                   -> $DATAROOT/PASCAL3D+_release1.1/Image_subsets/
@@ -60,7 +60,7 @@ class Source:
 
 RELEASE = Source(
     name="PASCAL3D+_release1.1.zip",
-    # HTTPS first (SPEC 6 prefers it). NOT verified from this offline machine: CVGL publishes
+    # HTTPS first (METHOD.md §6 prefers it). NOT verified from this offline machine: CVGL publishes
     # its dataset archives over HTTPS under cvgl.stanford.edu/data2/. The FTP address is the
     # one the authors' script used. A wrong first address costs one quick HTTP error.
     urls=("https://cvgl.stanford.edu/data2/PASCAL3D+_release1.1.zip",

@@ -19,7 +19,7 @@ __all__ = ["RenderCamera", "project_vertices"]
 
 @dataclass(frozen=True)
 class RenderCamera:
-    """The pose solver's camera (SPEC 3, "Rendering camera").
+    """The pose solver's camera (METHOD.md §3, "Rendering camera").
 
     A pinhole with field of view ``fov_degrees`` over a square render of side
     ``render_size`` (S), principal point at the centre of that square, then centre-cropped

@@ -1,4 +1,4 @@
-"""A differentiable hard rasteriser and feature renderer in plain PyTorch (SPEC section 5).
+"""A differentiable hard rasteriser and feature renderer in plain PyTorch (METHOD.md §5).
 
 Pieces, from low to high level:
 

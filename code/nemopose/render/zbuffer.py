@@ -1,4 +1,4 @@
-"""The rasteriser's discrete stage: which face is nearest at each pixel (SPEC section 5).
+"""The rasteriser's discrete stage: which face is nearest at each pixel (METHOD.md §5).
 
 :func:`nemopose.render.rasterize` first decides, without autograd, the nearest face at
 every pixel centre (here), then computes the barycentrics of those faces with autograd.

@@ -1,4 +1,4 @@
-"""The neural mesh (SPEC 1, 8, 11): a cuboid mesh with a learned feature on every vertex, plus
+"""The neural mesh (METHOD.md §1, §8, §11): a cuboid mesh with a learned feature on every vertex, plus
 the clutter model, as the pose solver and the tools use them.
 
 A trained feature bank (:class:`nemopose.train.bank.FeatureBank`, saved in a checkpoint as one

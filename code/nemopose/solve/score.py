@@ -1,4 +1,4 @@
-"""Scoring camera poses against feature maps: NeMo's render-and-compare loss (SPEC 11).
+"""Scoring camera poses against feature maps: NeMo's render-and-compare loss (METHOD.md §11).
 
 For an image with a unit-length feature map ``F`` (C, h, w), a neural mesh (vertices,
 faces, one unit feature per vertex) and a clutter vector ``c``:

@@ -1,5 +1,5 @@
 """Pose estimation: Adam over the camera pose from the best initial pose, batched over images
-and starts (SPEC 11). The loss itself is :mod:`nemopose.solve.score`'s.
+and starts (METHOD.md §11). The loss itself is :mod:`nemopose.solve.score`'s.
 
 The pose is the camera centre ``C`` (3) and in-plane rotation ``theta`` (plus, for
 unlabeled images, a 2D shift of the principal point); it starts from the best of 144
@@ -33,7 +33,7 @@ __all__ = ["SolverConfig", "initial_poses", "solve_pose", "MeshPoseSolver", "chu
 
 @dataclass
 class SolverConfig:
-    """Pose-solver settings; the defaults are the original's (SPEC 11).
+    """Pose-solver settings; the defaults are the original's (METHOD.md §11).
 
     Attributes:
         steps: Adam steps.

@@ -1,4 +1,4 @@
-"""Viewpoint distribution of a prepared split (SPEC 16; the original's cal_vp_distribution).
+"""Viewpoint distribution of a prepared split (METHOD.md §16; the original's cal_vp_distribution).
 
     python -m nemopose.tools.viewpoints --dataroot data --split train --categories car bus
 

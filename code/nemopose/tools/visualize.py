@@ -1,4 +1,4 @@
-"""Pictures of a solved image (SPEC section 16): the mesh over the input at a pose, the
+"""Pictures of a solved image (METHOD.md §16): the mesh over the input at a pose, the
 occlusion map, loss landscapes around the prediction, and a GIF of the optimisation.
 
 The pose solver's camera is defined on the feature map (field of view 12 degrees over a

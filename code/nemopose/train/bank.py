@@ -1,4 +1,4 @@
-"""The feature bank, the clutter queue and NeMo's contrastive loss (SPEC 8).
+"""The feature bank, the clutter queue and NeMo's contrastive loss (METHOD.md §8).
 
 A bank per (category, mesh) holds, in one ``memory`` buffer of shape ``(nV + Q, d)``, the
 ``nV`` vertex features followed by a queue of ``Q = num_noise * max_group`` clutter

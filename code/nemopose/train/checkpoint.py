@@ -1,4 +1,4 @@
-"""Training checkpoints: names, saving, loading, and the authors' original format (SPEC 9, 13).
+"""Training checkpoints: names, saving, loading, and the authors' original format (METHOD.md §9, §13).
 
 A checkpoint ``saved_model_<cat>_<epoch %02d>.pth`` is a dict. It keeps the original's keys
 so that tools written for NeMo find what they expect:

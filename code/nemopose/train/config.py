@@ -1,4 +1,4 @@
-"""Training settings, presets and the original's training quirks (SPEC 9).
+"""Training settings, presets and the original's training quirks (METHOD.md §9).
 
 :class:`TrainConfig` holds every setting with the original TrainNeMo.py/.sh value as its
 default; :data:`PRESETS` names the other useful sets (the synthetic CPU demo). The quirks of

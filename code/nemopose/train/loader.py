@@ -1,4 +1,4 @@
-"""What the training loop iterates (SPEC 9, 15): keyed randomness, each mesh's global batches,
+"""What the training loop iterates (METHOD.md §9, §15): keyed randomness, each mesh's global batches,
 and one data loader over all meshes of a category.
 
 Randomness is keyed, not streamed: the shuffling of each (epoch, mesh) and the clutter cells of

@@ -1,4 +1,4 @@
-"""Train NeMo's feature extractor and neural-mesh banks, one model per category (SPEC 9, 15).
+"""Train NeMo's feature extractor and neural-mesh banks, one model per category (METHOD.md §9, §15).
 
 Per category: one network; per mesh (``single``: one cuboid, ``multi``: one per CAD model) a
 training list ``lists3D_<mesh_d>/<cat>/meshNN.txt`` and a :class:`~nemopose.train.bank.FeatureBank`.

@@ -1,4 +1,4 @@
-"""NeMo's feature extractor (SPEC 7): an image -> a dense, L2-normalised 128-d map at stride 8.
+"""NeMo's feature extractor (METHOD.md §7): an image -> a dense, L2-normalised 128-d map at stride 8.
 
 Two backbones share one output contract (``out_channels`` features at stride 8, then a linear
 head to ``d_feature`` and L2 normalisation):

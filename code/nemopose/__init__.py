@@ -3,27 +3,60 @@
 Neural Mesh Models of contrastive features for robust category-level 3D pose estimation.
 The method is written down in ``code/METHOD.md``; docstrings cite its sections ("METHOD.md §6.1").
 
-One module per concept:
+The map of the package (one module per concept, subpackages by role; this docstring is the
+one place that lists them):
 
-- foundations: ``constants`` (per-category tables, image and map sizes, camera constants),
-  ``geometry`` (the one camera model; PASCAL3D+ vs render distance), ``mesh`` (OFF, cuboids),
-  ``render`` (rasteriser, feature renderer), ``zbuffer`` (its nearest-face stage), ``errors``
-  and ``cli`` (expected mistakes, one-line errors), ``utils`` (atomic writes);
-- data (``nemopose.data``): ``layout`` (the data folder), ``mat_record`` (the PASCAL3D+ .mat
-  record), ``annotation`` (NeMo's annotation files), ``pascal3d`` (release folders), ``crop``,
-  ``annotate3d``, ``stages`` and ``prepare`` (PrepareData.sh), ``sources`` (the archives to
-  download), ``synthetic`` / ``synthetic_cad`` / ``synthetic_scene`` (the synthetic
-  PASCAL3D+), ``datasets`` (torch datasets);
-- learning: ``model`` (ResNetExt, light backbone), ``bank`` (feature bank, loss),
-  ``train_config`` and ``train`` (TrainNeMo.sh), ``checkpoint`` (checkpoint IO),
-  ``distributed`` (torchrun/DDP);
-- pose: ``neural_mesh`` (mesh + vertex features + clutter from a checkpoint), ``score``
-  (the render-and-compare loss of any poses; ``score_triton``: the same as two Triton
-  kernels for CUDA), ``pose`` (the optimiser), ``experiment`` (the
-  experiment folder), ``inference`` (InferenceNeMo.sh), ``evaluate`` and ``plots`` (tables,
-  accuracy curves);
-- tools: ``predict`` (unlabeled images, ``PosePredictor``), ``visualize``, ``viewpoints``,
-  ``feature_quality``; downloads: ``download``, ``drive``, ``archive``.
+Foundations (top level)
+    constants     per-category tables, image and feature-map sizes, camera constants, the
+                  authors' published numbers
+    geometry      the one camera model; PASCAL3D+ vs render distance; rotation error
+    mesh          OFF files, cuboids, convexity
+    experiment    the experiment folder: every path, checkpoint resolution
+    distributed   torchrun / DDP plumbing
+    errors, cli   expected mistakes and one-line errors; the shared command-line pieces
+    utils         atomic writes, logging, seeds
+
+Entry points (top level)
+    inference     InferenceNeMo.sh: maps -> poses -> accuracy tables
+    evaluate      metrics, tables, summaries (``python -m nemopose.evaluate``)
+    predict       ``PosePredictor`` and ``python -m nemopose.predict`` for unlabeled images
+
+render/    the differentiable renderer
+    camera        the solver's pinhole camera, projection of vertices
+    raster        the rasteriser (fast and reference), feature interpolation and rendering
+    zbuffer       the rasteriser's discrete stage: the nearest face at each pixel
+
+solve/     pose by render-and-compare
+    neural_mesh   a trained neural mesh (cuboid + vertex features + clutter); the best pose
+                  over several meshes
+    score         the scorer interface and its PyTorch reference (the loss of any poses)
+    score_triton  the same loss and gradient as Triton kernels (CUDA)
+    solver        the Adam optimiser over images x starts (``MeshPoseSolver``)
+
+train/     TrainNeMo.sh (``python -m nemopose.train``)
+    model         ResNetExt and the light CPU backbone
+    bank          the feature bank, clutter queue and contrastive loss
+    config        settings, presets and the original's training quirks
+    loader        keyed sampling and the one data loader per run
+    precision     fp32 / bf16
+    checkpoint    checkpoint IO (ours and the authors' format), exact resume
+    loop          the training engine
+
+data/      PrepareData.sh (``python -m nemopose.data.prepare``) and the datasets
+    layout        the data folder; mat_record: the PASCAL3D+ .mat record; annotation:
+                  NeMo's annotation files; pascal3d: release folders and images; crop;
+                  annotate3d: per-vertex 3D annotations; stages + prepare: the preparation;
+                  synthetic, synthetic_cad, synthetic_scene: the synthetic PASCAL3D+;
+                  datasets: torch datasets
+
+fetch/     everything that downloads
+    download      resumable HTTP with Range; drive: Google Drive; archive: safe extraction;
+    sources       the dataset archives; weights: ImageNet ResNet-50; checkpoints: the
+                  authors' released models
+
+tools/     ``python -m nemopose.tools.<name>``
+    visualize     pictures of a solve; viewpoints: the pose distribution; feature_quality:
+                  how well features match vertices; plots: accuracy curves
 """
 
 __version__ = "0.2.0"

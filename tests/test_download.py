@@ -24,9 +24,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from nemopose.fetch import archive, download as dl, drive
 from nemopose.data import layout
-from nemopose.fetch import sources
+from nemopose.fetch import archive, download as dl, drive, sources, weights
 from nemopose.fetch.download import DownloadError, UnsafeArchiveError
 
 LEVELS = ("FGL1_BGL1", "FGL2_BGL2", "FGL3_BGL3")
@@ -610,14 +609,14 @@ def test_imagenet_weights_land_in_the_hub_cache_and_are_hash_checked(server, tmp
     (server.root / "resnet50-deadbeef.pth").write_bytes(data)
     cache = tmp_path / "torch_home" / "hub" / "checkpoints"
 
-    path = dl.imagenet_resnet50(f"{server.url}/{good}", progress=False)
+    path = weights.imagenet_resnet50(f"{server.url}/{good}", progress=False)
     assert path == cache / good
     assert torch.equal(torch.load(path)["conv1.weight"], torch.arange(6.0).reshape(2, 3))
     n = len(server.requests)
-    assert dl.imagenet_resnet50(f"{server.url}/{good}", progress=False) == path and len(server.requests) == n
+    assert weights.imagenet_resnet50(f"{server.url}/{good}", progress=False) == path and len(server.requests) == n
 
     with pytest.raises(DownloadError) as info:
-        dl.imagenet_resnet50(f"{server.url}/resnet50-deadbeef.pth", progress=False)
+        weights.imagenet_resnet50(f"{server.url}/resnet50-deadbeef.pth", progress=False)
     assert "--pretrained random" in str(info.value) and str(cache / "resnet50-deadbeef.pth") in str(info.value)
     assert not (cache / "resnet50-deadbeef.pth").exists()
 
@@ -627,4 +626,4 @@ def test_imagenet_default_file_is_used_from_the_cache(tmp_path, monkeypatch):
     cached = tmp_path / "th" / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"present")
-    assert dl.imagenet_resnet50(progress=False) == cached  # found: no download attempted
+    assert weights.imagenet_resnet50(progress=False) == cached  # found: no download attempted

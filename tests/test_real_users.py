@@ -14,7 +14,9 @@ import torch
 from nemopose import cli, inference, mesh
 from nemopose.train import model as M
 from nemopose.data import layout
-from nemopose.experiment import Experiment, fetch_authors_checkpoints
+from nemopose.experiment import Experiment
+from nemopose.fetch import weights as W
+from nemopose.fetch.checkpoints import fetch_authors_checkpoints
 from nemopose.solve.neural_mesh import load_trained
 from test_download import loopback_server
 
@@ -86,12 +88,12 @@ def test_imagenet_weights_are_hash_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     mirror = tmp_path / "weights"
     mirror.mkdir()
-    torch.save({"conv1.weight": torch.zeros(1)}, mirror / M.RESNET50_IMAGENET_FILE)   # not the real file
-    with pytest.raises(M.PretrainedWeightsMissing, match="--pretrained random"):
-        M.fetch_imagenet_weights(mirror=mirror.as_uri(), progress=False)
-    assert not M.imagenet_weights_path().exists()                       # nothing left in the cache
-    with pytest.raises(M.PretrainedWeightsMissing, match="downloading is off"):
-        M.fetch_imagenet_weights(download="no")
+    torch.save({"conv1.weight": torch.zeros(1)}, mirror / W.RESNET50_IMAGENET_FILE)   # not the real file
+    with pytest.raises(W.PretrainedWeightsMissing, match="--pretrained random"):
+        W.fetch_imagenet_weights(mirror=mirror.as_uri(), progress=False)
+    assert not W.imagenet_weights_path().exists()                       # nothing left in the cache
+    with pytest.raises(W.PretrainedWeightsMissing, match="downloading is off"):
+        W.fetch_imagenet_weights(download="no")
 
 
 def _last_error(capsys) -> str:

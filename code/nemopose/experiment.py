@@ -17,7 +17,7 @@ the azimuth bins of a mask such as ``TFFTTFFT``; the original's folder suffix).
 Which categories "all" means here: those with a checkpoint (:meth:`Experiment.trained_categories`).
 
 The authors' released models (``CHECKPOINT=authors``) are unpacked into the checkpoint folder
-once by :func:`fetch_authors_checkpoints` and listed in ``authors_checkpoints.json`` there.
+once by :func:`nemopose.fetch.checkpoints.fetch_authors_checkpoints` and listed in ``authors_checkpoints.json`` there.
 """
 
 from __future__ import annotations
@@ -26,14 +26,11 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import constants
 from .errors import NemoPoseError
-from .utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +149,7 @@ class Experiment:
     def resolve_checkpoint(self, category: str, spec: str = "last") -> Path:
         """The checkpoint file for ``category``: ``last`` (highest epoch), an epoch number
         (``799``), ``authors`` (the authors' released model, see
-        :func:`fetch_authors_checkpoints`), or a file path (may contain ``{category}``)."""
+        :func:`nemopose.fetch.checkpoints.fetch_authors_checkpoints`), or a file path (may contain ``{category}``)."""
         spec = str(spec)
         if spec == "last":
             return self.final_checkpoint(category)
@@ -196,48 +193,3 @@ class Experiment:
 
     def summary_file(self, extension: str) -> Path:
         return self.accuracy / f"summary.{extension}"
-
-
-def fetch_authors_checkpoints(exp: Experiment, *, mirror: str | os.PathLike | None = None, download: str = "auto",
-                              keep_archive: bool = False, progress: bool = True) -> dict[str, Path]:
-    """Download and unpack the authors' released models for ``exp.mesh_d`` (METHOD.md §13:
-    ``NeMo_Single_799.zip`` / ``NeMo_Multi_799.zip``, Google Drive, or ``<mirror>/<name>``)
-    into ``exp.checkpoints``; nothing happens when they are there already.
-
-    The archive's ``saved_model_<cat>_799.pth`` files are taken at any depth. A file of ours
-    with the same name is never overwritten (an error says to use another EXPROOT).
-
-    Returns:
-        {category: checkpoint file}.
-    """
-    from .fetch.archive import safe_extract
-    from .fetch.download import DownloadError, fetch_archive
-
-    have = exp.authors_checkpoints()
-    if have:
-        return have
-    name, drive_id = constants.AUTHORS_CHECKPOINTS[exp.mesh_d]
-    exp.checkpoints.mkdir(parents=True, exist_ok=True)
-    archive = fetch_archive(name, [f"drive:{drive_id}"], exp.exproot, mirror=mirror, download=download,
-                            progress=progress)
-    files: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix=".authors-", dir=exp.exproot) as tmp:
-        safe_extract(archive, Path(tmp) / "unpacked")
-        for path in sorted(Path(tmp).rglob("*.pth")):
-            parsed = parse_checkpoint_name(path.name)
-            if parsed is None or parsed[1] != constants.EPOCH_RELEASED or parsed[0] in files:
-                continue
-            target = exp.checkpoints / path.name
-            if target.exists():
-                raise DownloadError(f"{target} exists and is not one of the authors' models recorded in "
-                                    f"{AUTHORS_MARKER}; evaluate them with another EXPROOT")
-            shutil.move(str(path), target)
-            files[parsed[0]] = path.name
-    if not files:
-        raise DownloadError(f"{archive}: no saved_model_<category>_{constants.EPOCH_RELEASED}.pth inside; "
-                            "is it the authors' NeMo archive?")
-    atomic_write_json(exp.checkpoints / AUTHORS_MARKER, {"archive": name, "files": files})
-    if not keep_archive:
-        archive.unlink()
-    log.info("the authors' models for %s unpacked into %s", ", ".join(sorted(files)), exp.checkpoints)
-    return exp.authors_checkpoints()

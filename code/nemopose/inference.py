@@ -8,7 +8,8 @@
    ``Features_<mesh_d>/<cat>/saved_feature_<cat>_<mesh_d>.npz`` with the original's keys
    ``memory_meshNN``, ``clutter_meshNN``, ``names_meshNN`` and one key per image id, then
    read back); both yield the same blocks of ``solve_batch`` images;
-2. pose estimation of each block (:func:`solve_block`, :class:`nemopose.solve.solver.MeshPoseSolver`);
+2. pose estimation of each block (:func:`nemopose.solve.neural_mesh.solve_over_meshes`, one
+   :class:`nemopose.solve.solver.MeshPoseSolver` per mesh);
 3. per-image rows (predicted pose with its distance in PASCAL3D+ units, ground truth, error
    in degrees) and the table, CSV, JSON and PNG under ``Accuracy_<mesh_d>/``.
 
@@ -37,8 +38,9 @@ from .data import layout
 from .data.datasets import TestDataset
 from .distributed import DistContext, barrier, init as dist_init, shutdown as dist_shutdown
 from .errors import DataNotFound
-from .experiment import Experiment, fetch_authors_checkpoints
-from .solve.neural_mesh import NeuralMesh, load_trained
+from .experiment import Experiment
+from .fetch.checkpoints import fetch_authors_checkpoints
+from .solve.neural_mesh import MeshSolution, NeuralMesh, load_trained, solve_over_meshes
 from .tools.plots import plot_categories
 from .solve.solver import MeshPoseSolver, SolverConfig
 from .solve.score import BACKENDS
@@ -165,37 +167,18 @@ def rebatch(blocks: Iterable[Block], size: int) -> Iterator[Block]:
 # ----------------------------------------------------------------------------- solving
 
 
-def solve_block(solvers: dict[int, MeshPoseSolver], meshes: list[NeuralMesh], maps: torch.Tensor,
-                mesh_index: list[int], mesh_selection: str) -> list[dict[str, float]]:
-    """Solve a block of images, each with its annotated mesh or (``best``) with every mesh,
-    keeping the lowest final loss. Returns per image azimuth, elevation, theta, distance
-    (render distance), loss and mesh."""
-    results: list[dict[str, float] | None] = [None] * maps.shape[0]
-    for m in meshes:
-        rows = [i for i, k in enumerate(mesh_index) if mesh_selection == "best" or k == m.index]
-        if not rows:
-            continue
-        res = solvers[m.index].solve(maps[rows], m.clutter)
-        for j, i in enumerate(rows):
-            cand = {k: float(res[k][j]) for k in ("azimuth", "elevation", "theta", "distance", "loss")}
-            cand["mesh"] = m.index
-            if results[i] is None or cand["loss"] < results[i]["loss"]:
-                results[i] = cand
-    return results  # type: ignore[return-value]
-
-
-def prediction_rows(category: str, occ_level: str, items: list[dict[str, Any]], solutions: list[dict[str, float]],
+def prediction_rows(category: str, occ_level: str, items: list[dict[str, Any]], solutions: list[MeshSolution],
                     map_size: tuple[int, int]) -> list[dict[str, Any]]:
     """The per-image CSV rows of a solved block (errors in degrees, distances in both units)."""
     angles = ("azimuth", "elevation", "theta")
-    errors = evaluate.rotation_errors_deg({k: [s[k] for s in solutions] for k in angles},
+    errors = evaluate.rotation_errors_deg({k: [getattr(s, k) for s in solutions] for k in angles},
                                           {k: [it[k] for it in items] for k in angles})
     rows = []
     for it, sol, err in zip(items, solutions, errors):
-        rows.append({"category": category, "occ_level": occ_level, "name": it["name"], "mesh": sol["mesh"],
-                     **{k: sol[k] for k in angles},
-                     "distance": float(geometry.pascal_distance(sol["distance"], it["resize_rate"], map_size)),
-                     "render_distance": sol["distance"], "loss": sol["loss"],
+        rows.append({"category": category, "occ_level": occ_level, "name": it["name"], "mesh": sol.mesh,
+                     **{k: getattr(sol, k) for k in angles},
+                     "distance": float(geometry.pascal_distance(sol.distance, it["resize_rate"], map_size)),
+                     "render_distance": sol.distance, "loss": sol.loss,
                      **{f"gt_{k}": it[k] for k in angles + ("distance",)}, "error_deg": float(err)})
     return rows
 
@@ -210,8 +193,8 @@ def run_category(cfg: InferenceConfig, category: str, ctx: DistContext) -> list[
     if dataset.info.synthetic and ctx.is_main:
         log.warning("%s: the dataset is SYNTHETIC (generated), not PASCAL3D+", category)
     map_size = dataset.info.feature_map_size(category)
-    solvers = {m.index: MeshPoseSolver(m.verts, m.faces, m.vertex_features, map_size,
-                                       constants.RENDER_DISTANCE[category], cfg.solver, ctx.device) for m in meshes}
+    solvers = [MeshPoseSolver(m.verts, m.faces, m.vertex_features, map_size, constants.RENDER_DISTANCE[category],
+                              cfg.solver, ctx.device) for m in meshes]
     mine = list(range(ctx.rank, len(dataset), ctx.world_size))
     solve_batch = cfg.solve_batch or (CUDA_SOLVE_BATCH if ctx.device.type == "cuda" else CPU_SOLVE_BATCH)
     log.info("%s%s: %d images (%d on this rank), checkpoint %s, maps %dx%d", category, cfg.occ_level,
@@ -223,7 +206,8 @@ def run_category(cfg: InferenceConfig, category: str, ctx: DistContext) -> list[
                                    meshes, solve_batch)
     rows: list[dict[str, Any]] = []
     for items, maps in rebatch(source, solve_batch):
-        solutions = solve_block(solvers, meshes, maps, [it["mesh_index"] for it in items], cfg.mesh_selection)
+        chosen = None if cfg.mesh_selection == "best" else [it["mesh_index"] for it in items]
+        solutions = solve_over_meshes(solvers, meshes, maps, chosen)
         rows += prediction_rows(category, cfg.occ_level, items, solutions, map_size)
     return rows
 

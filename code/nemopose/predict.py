@@ -40,7 +40,7 @@ from .distributed import choose_device
 from .errors import UsageError
 from .experiment import Experiment
 from .train.model import NeMoNet
-from .solve.neural_mesh import NeuralMesh, load_trained
+from .solve.neural_mesh import MeshSolution, NeuralMesh, load_trained, solve_over_meshes
 from .solve.solver import MeshPoseSolver, SolverConfig
 from .utils import atomic_path, setup_logging
 
@@ -220,32 +220,20 @@ class PosePredictor:
                                      for i in chunk])
                 with torch.no_grad():
                     maps = self.model(batch.to(self.device)).float()
-                for i, sol in zip(chunk, self._solve(maps, self._solvers(map_size))):
+                for i, sol in zip(chunk, solve_over_meshes(self._solvers(map_size), self.meshes, maps)):
                     out[i] = self._prediction(sol, placed[i])
         return out  # type: ignore[return-value]
 
-    def _solve(self, maps: torch.Tensor, solvers: list[MeshPoseSolver]) -> list[dict[str, float]]:
-        """Every mesh's solution per image; the lowest loss wins."""
-        best: list[dict[str, float] | None] = [None] * maps.shape[0]
-        for mesh, solver in zip(self.meshes, solvers):
-            res = solver.solve(maps, mesh.clutter)
-            for i in range(maps.shape[0]):
-                cand = {k: float(res[k][i]) if k in res else 0.0
-                        for k in ("azimuth", "elevation", "theta", "distance", "loss", "shift_x", "shift_y")}
-                if best[i] is None or cand["loss"] < best[i]["loss"]:
-                    best[i] = dict(cand, mesh=mesh.index)
-        return best  # type: ignore[return-value]
-
-    def _prediction(self, sol: dict[str, float], placed: Placement) -> Prediction:
+    def _prediction(self, sol: MeshSolution, placed: Placement) -> Prediction:
         """Solver output (map pixels, render distance) -> input-image pixels, PASCAL3D+ distance."""
         stride = constants.DOWNSAMPLE_RATE
         return Prediction(
-            azimuth=sol["azimuth"], elevation=sol["elevation"], theta=sol["theta"],
-            distance=float(geometry.pascal_distance(sol["distance"], placed.scale, self.map_size)),
-            render_distance=sol["distance"],
-            shift_x=(sol["shift_x"] * stride + placed.offset[0]) / placed.scale,
-            shift_y=(sol["shift_y"] * stride + placed.offset[1]) / placed.scale,
-            loss=sol["loss"], mesh=int(sol["mesh"]))
+            azimuth=sol.azimuth, elevation=sol.elevation, theta=sol.theta,
+            distance=float(geometry.pascal_distance(sol.distance, placed.scale, self.map_size)),
+            render_distance=sol.distance,
+            shift_x=(sol.shift_x * stride + placed.offset[0]) / placed.scale,
+            shift_y=(sol.shift_y * stride + placed.offset[1]) / placed.scale,
+            loss=sol.loss, mesh=sol.mesh)
 
     def overlay(self, image: ImageInput, prediction: Prediction, scale: float | None = None) -> np.ndarray:
         """The image on the network's canvas with the predicted mesh drawn over it, (H, W, 3) uint8."""

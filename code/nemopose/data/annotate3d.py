@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from .. import geometry, mesh
-from ..render import raster as render
+from .. import render
+from ..render.zbuffer import ragged
 from . import annotation, layout
 from .crop import map_to_crop
 
@@ -104,13 +105,6 @@ def original_skipped_triangles(pixels_rc: np.ndarray, faces: np.ndarray) -> np.n
     return (span[:, 0] * span[:, 1] < 3) | (_triangle_area(tri) < 1e-2)
 
 
-def _ragged(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Enumerate ``counts[i]`` items per owner i: (owner, offset within owner), (sum,) each."""
-    owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    start = torch.cumsum(counts, 0) - counts
-    return owner, torch.arange(owner.numel()) - start.index_select(0, owner)
-
-
 COVERAGES = ("original", "centre")
 
 
@@ -171,12 +165,12 @@ def zbuffer_at_pixels(pixels_rc: np.ndarray, depth: np.ndarray, faces: np.ndarra
         # (Triangle corners are vertex pixels, so every tile index is in range.)
         tlo = lo // cell
         span = hi // cell - tlo + 1                                                      # (F, 2) tiles
-        face_of, k = _ragged(span[:, 0] * span[:, 1])
+        face_of, k = ragged(span[:, 0] * span[:, 1])
         tile_r = tlo[face_of, 0] + torch.div(k, span[face_of, 1], rounding_mode="floor")
         tile_c = tlo[face_of, 1] + k % span[face_of, 1]
         tile_id = tile_r * n_tile_cols + tile_c
         # (triangle, vertex) candidates: every vertex in those tiles, kept when in the box.
-        pair, k = _ragged(per_tile.index_select(0, tile_id))
+        pair, k = ragged(per_tile.index_select(0, tile_id))
         f_idx = face_of.index_select(0, pair)
         v_idx = order.index_select(0, tile_start.index_select(0, tile_id.index_select(0, pair)) + k)
         q = pix.index_select(0, v_idx)

@@ -10,7 +10,7 @@ How it is fast without a compiled kernel, in plain PyTorch on the CPU:
   columns of (..., 3) tensors. With back-face culling (closed convex meshes such as NeMo's
   cuboids) the faces seen from behind are dropped first, half the work.
 - Each face only visits the pixels inside its screen bounding box. All (face, pixel)
-  candidates of the batch are enumerated at once (:func:`_repeat_index`); each costs a
+  candidates of the batch are enumerated at once (:func:`ragged`); each costs a
   gather of 13 coefficients and three multiply-adds of precomputed affine functions.
 - The nearest face per pixel is one ``scatter_reduce`` (minimum) of packed 64-bit keys
   ``(float32 depth bits << 32) | face`` (:func:`_depth_test`): nearest depth first, then
@@ -104,10 +104,21 @@ def _face_table(planes: torch.Tensor, faces: torch.Tensor, height: int, width: i
     return coef, counts, base, face
 
 
-def _repeat_index(counts: torch.Tensor, total: int) -> torch.Tensor:
-    """``repeat_interleave(arange(len(counts)), counts)``, (total,) long: the cumulative sum
-    of the number of segments ending at each position, about three times as fast on the CPU."""
-    return torch.cumsum(torch.bincount(torch.cumsum(counts, 0), minlength=total + 1)[:total], 0)
+def ragged(counts: torch.Tensor, total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Enumerate ``counts[i]`` items for every owner ``i``.
+
+    Args:
+        counts: (n,) long, items per owner; total: ``counts.sum()`` when the caller knows it.
+    Returns:
+        (owner, offset), each (total,) long: the owner of every item and its index within
+        the owner. ``owner`` is ``repeat_interleave(arange(n), counts)``, computed as the
+        cumulative sum of the number of segments ending at each position (about three
+        times as fast on the CPU).
+    """
+    total = int(counts.sum()) if total is None else total
+    owner = torch.cumsum(torch.bincount(torch.cumsum(counts, 0), minlength=total + 1)[:total], 0)
+    start = torch.cumsum(counts, 0).sub_(counts)
+    return owner, torch.arange(total, device=counts.device).sub_(start.index_select(0, owner))
 
 
 def nearest_faces(planes: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
@@ -141,9 +152,7 @@ def nearest_faces(planes: torch.Tensor, faces: torch.Tensor, height: int, width:
     if total > max_candidates:
         raise ValueError(f"rasterize: {total} (face, pixel) candidates exceed max_candidates="
                          f"{max_candidates}; are faces very close to the camera?")
-    owner = _repeat_index(counts, total)                                         # (N,) face instance
-    start = torch.cumsum(counts, 0).sub_(counts)
-    offset = torch.arange(total, device=planes.device).sub_(start.index_select(0, owner))
+    owner, offset = ragged(counts, total)                                        # (N,) face instance, pixel in its box
     # gather with an expanded index: about three times as fast as index_select along dim 1
     k = torch.gather(coef, 1, owner.expand(coef.shape[0], -1))                   # (13, N)
     # (dr, dc) = divmod(offset, n_cols) in floating point: offset + 0.5 is at least

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ import torch
 from .. import mesh
 from ..train.checkpoint import load_network
 from ..train.model import NeMoNet
+
+if TYPE_CHECKING:
+    from .solver import MeshPoseSolver
 
 
 def split_bank(memory: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,3 +93,54 @@ def load_trained(checkpoint: str | os.PathLike | dict[str, Any], mesh_paths: Seq
     checkpoint's info (see :func:`nemopose.train.checkpoint.load_network`)."""
     model, memories, info = load_network(checkpoint, device=device, test_head_bias=test_head_bias)
     return model, neural_meshes(memories, mesh_paths), info
+
+
+# ----------------------------------------------------------------------------- several meshes
+
+
+@dataclass(frozen=True)
+class MeshSolution:
+    """One image's pose from :func:`solve_over_meshes`, in the solver's units: angles in
+    radians, ``distance`` the render distance, ``shift_x`` / ``shift_y`` the principal-point
+    shift in feature-map pixels (0 unless translation is optimised), ``mesh`` the winning
+    mesh's index."""
+
+    azimuth: float
+    elevation: float
+    theta: float
+    distance: float
+    loss: float
+    mesh: int
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+
+
+def solve_over_meshes(solvers: Sequence[MeshPoseSolver], meshes: Sequence[NeuralMesh], maps: torch.Tensor,
+                      mesh_index: Sequence[int] | None = None) -> list[MeshSolution]:
+    """Solve a block of images with several meshes and keep, per image, the lowest final loss.
+
+    Args:
+        solvers, meshes: one solver per mesh, in the same order.
+        maps: (B, C, h, w) feature maps.
+        mesh_index: per image, the one mesh (its ``index``) to solve with (the original:
+            the annotated mesh); None tries every mesh (the lowest loss wins; ties keep the
+            earlier mesh).
+    Returns:
+        B :class:`MeshSolution`.
+    """
+    best: list[MeshSolution | None] = [None] * maps.shape[0]
+    for m, solver in zip(meshes, solvers):
+        rows = [i for i in range(maps.shape[0]) if mesh_index is None or mesh_index[i] == m.index]
+        if not rows:
+            continue
+        res = solver.solve(maps if len(rows) == maps.shape[0] else maps[rows], m.clutter)
+        for j, i in enumerate(rows):
+            cand = MeshSolution(**{k: float(res[k][j]) for k in ("azimuth", "elevation", "theta", "distance", "loss")},
+                                mesh=m.index, **{k: float(res[k][j]) for k in ("shift_x", "shift_y") if k in res})
+            if best[i] is None or cand.loss < best[i].loss:
+                best[i] = cand
+    missing = [i for i, b in enumerate(best) if b is None]
+    if missing:
+        raise ValueError(f"no mesh for images {missing}: mesh_index {[mesh_index[i] for i in missing]} "
+                         f"not among {[m.index for m in meshes]}")
+    return best  # type: ignore[return-value]

@@ -54,7 +54,8 @@ from ..data.datasets import normalize_image
 from ..distributed import DistContext
 from ..errors import DataNotFound
 from ..experiment import Experiment
-from .model import NeMoNet, fetch_imagenet_weights, recalibrate_batchnorm
+from ..fetch.weights import fetch_imagenet_weights
+from .model import NeMoNet, recalibrate_batchnorm
 from .precision import PRECISIONS, check_precision, memory_format, network_autocast
 from .config import (LR_SCHEDULES, PRESETS, TrainConfig, TrainState, aligned_should_step, config_dict,
     effective_distance_thr, learning_rate, original_should_step)

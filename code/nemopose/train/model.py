@@ -35,21 +35,12 @@ import torchvision
 from torch import nn
 
 from .. import constants
-from ..errors import NemoPoseError
+from ..fetch.weights import RESNET50_IMAGENET_URL, PretrainedWeightsMissing, imagenet_weights_path
 
 log = logging.getLogger(__name__)
 
 STRIDE = constants.DOWNSAMPLE_RATE
 BACKBONES = ("resnetext", "light")
-
-# torchvision's ImageNet ResNet-50 (V1, what the original's ``pretrained=True`` loaded).
-RESNET50_IMAGENET_FILE = "resnet50-0676ba61.pth"
-RESNET50_IMAGENET_URL = f"https://download.pytorch.org/models/{RESNET50_IMAGENET_FILE}"
-
-
-class PretrainedWeightsMissing(NemoPoseError, FileNotFoundError):
-    """ImageNet weights were asked for but are not available offline."""
-
 
 # ----------------------------------------------------------------------------- blocks
 
@@ -315,37 +306,10 @@ class NeMoNet(nn.Module):
 # ----------------------------------------------------------------------------- pretrained weights
 
 
-def imagenet_weights_path() -> Path:
-    """Where torchvision caches its ImageNet ResNet-50 (``$TORCH_HOME/hub/checkpoints``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET50_IMAGENET_FILE
-
-
-def fetch_imagenet_weights(download: str = "auto", mirror: str | None = None, progress: bool = True) -> Path:
-    """The ImageNet ResNet-50 weights in the torch hub cache, downloaded when missing (and
-    ``download == "auto"``) through torchvision's weights (``ResNet50_Weights.IMAGENET1K_V1``,
-    hash-checked, torch's progress bar) or from ``<mirror>/resnet50-0676ba61.pth``.
-
-    Raises:
-        PretrainedWeightsMissing with instructions when they cannot be had.
-    """
-    from ..fetch.download import DownloadError, imagenet_resnet50, mirror_url
-
-    path = imagenet_weights_path()
-    if path.is_file():
-        return path
-    if download == "no":
-        raise PretrainedWeightsMissing(f"ImageNet ResNet-50 weights not found at {path} and downloading is off; "
-                                       f"put {RESNET50_IMAGENET_URL} there, or use --pretrained random")
-    try:
-        return imagenet_resnet50(mirror_url(mirror, RESNET50_IMAGENET_FILE) if mirror else None, progress=progress)
-    except DownloadError as exc:
-        raise PretrainedWeightsMissing(str(exc)) from exc
-
-
 def load_resnet50(pretrained: str | os.PathLike | None) -> torchvision.models.ResNet:
     """A torchvision ResNet-50, with ImageNet weights unless ``pretrained == 'random'``.
 
-    Does not download: 'imagenet' reads the local torch cache (:func:`fetch_imagenet_weights`
+    Does not download: 'imagenet' reads the local torch cache (:func:`nemopose.fetch.weights.fetch_imagenet_weights`
     fills it); a path reads that file.
 
     Raises:

@@ -1,0 +1,88 @@
+"""Pretrained weights: torchvision's ImageNet ResNet-50, in the torch hub cache.
+
+:func:`fetch_imagenet_weights` is what training calls: the cached file, or a hash-checked
+download through torchvision's weights API (or from a mirror), or an error that says what
+to do offline. :func:`nemopose.train.model.load_resnet50` only reads the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from pathlib import Path
+
+import torch
+
+from ..errors import NemoPoseError
+from .download import DownloadError, mirror_url
+
+# torchvision's ImageNet ResNet-50 (V1, what the original's ``pretrained=True`` loaded).
+RESNET50_IMAGENET_FILE = "resnet50-0676ba61.pth"
+RESNET50_IMAGENET_URL = f"https://download.pytorch.org/models/{RESNET50_IMAGENET_FILE}"
+
+
+class PretrainedWeightsMissing(NemoPoseError, FileNotFoundError):
+    """ImageNet weights were asked for but are not available offline."""
+
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision caches its ImageNet ResNet-50 (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET50_IMAGENET_FILE
+
+
+def fetch_imagenet_weights(download: str = "auto", mirror: str | None = None, progress: bool = True) -> Path:
+    """The ImageNet ResNet-50 weights in the torch hub cache, downloaded when missing (and
+    ``download == "auto"``) through torchvision's weights (``ResNet50_Weights.IMAGENET1K_V1``,
+    hash-checked, torch's progress bar) or from ``<mirror>/resnet50-0676ba61.pth``.
+
+    Raises:
+        PretrainedWeightsMissing with instructions when they cannot be had.
+    """
+    path = imagenet_weights_path()
+    if path.is_file():
+        return path
+    if download == "no":
+        raise PretrainedWeightsMissing(f"ImageNet ResNet-50 weights not found at {path} and downloading is off; "
+                                       f"put {RESNET50_IMAGENET_URL} there, or use --pretrained random")
+    try:
+        return imagenet_resnet50(mirror_url(mirror, RESNET50_IMAGENET_FILE) if mirror else None, progress=progress)
+    except DownloadError as exc:
+        raise PretrainedWeightsMissing(str(exc)) from exc
+
+
+def imagenet_resnet50(url: str | None = None, progress: bool = True) -> Path:
+    """The torchvision ImageNet ResNet-50 weights (``ResNet50_Weights.IMAGENET1K_V1``) on disk.
+
+    Looks in the torch hub cache (``torch.hub.get_dir()/checkpoints``, moved with TORCH_HOME);
+    when absent, downloads with ``torch.hub.load_state_dict_from_url(check_hash=True)``, which
+    refuses a file whose sha256 does not start with the hex after the last ``-`` of its name.
+
+    Args:
+        url: another address for the same file (a mirror); its file name is the cache name.
+        progress: show torch's progress bar.
+
+    Returns:
+        Path of the cached ``resnet50-0676ba61.pth`` (or ``url``'s file name).
+
+    Raises:
+        DownloadError with the URL, where to put the file by hand, and ``--pretrained random``.
+    """
+    if url is None:
+        from torchvision.models import ResNet50_Weights  # a slow import: only when needed
+
+        url = ResNet50_Weights.IMAGENET1K_V1.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlsplit(url).path)
+    if path.is_file():
+        return path
+    try:
+        torch.hub.load_state_dict_from_url(url, progress=progress, check_hash=True, map_location="cpu")
+    except Exception as exc:  # offline, HTTP error, wrong hash, unreadable file: same advice
+        if path.exists():  # never leave a file that failed its check where the cache looks
+            path.unlink()
+        raise DownloadError(
+            f"could not get the ImageNet ResNet-50 weights from {url} ({type(exc).__name__}: {exc}). "
+            f"Download that file by hand and put it at {path} (set TORCH_HOME to move the cache), "
+            "or start from random weights with --pretrained random.") from exc
+    if not path.is_file():
+        raise DownloadError(f"torch.hub reported success but {path} does not exist; check TORCH_HOME")
+    return path

@@ -210,7 +210,11 @@ def summarize(exproot: str | os.PathLike, mesh_d: str = "single", levels: Sequen
         if meta.is_file():
             synthetic = synthetic or bool(read_table_json(meta).get("synthetic", False))
     if not tables:
-        raise DataNotFound(f"no predictions_<level>.csv in {exp.accuracy}; run InferenceNeMo.sh first")
+        from . import next_steps
+
+        infer = next_steps.driver_command("infer", exproot=exproot, mesh_d=mesh_d)
+        raise DataNotFound(f"no predictions_<level>.csv in {exp.accuracy}; run {infer} first" +
+                           next_steps.demo_hint(exproot, mesh_d, flags=True, with_dataroot=False))
     tag = "SYNTHETIC data (generated, not PASCAL3D+)" if synthetic else "PASCAL3D+"
     parts = [format_table(t, f"NeMo ({mesh_d} cuboid), occlusion {level}, {tag}") for level, t in tables.items()]
     text = "\n\n".join(parts + [format_summary(tables, f"NeMo ({mesh_d} cuboid), all levels, {tag}")])

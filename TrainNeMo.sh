@@ -21,6 +21,7 @@ TOTAL_EPOCHS="${TOTAL_EPOCHS:-}"             # empty: the preset's (faithful 800
 BATCH_SIZE="${BATCH_SIZE:-}"                 # empty: the preset's (faithful 108); the GLOBAL batch
 LEARNING_RATE="${LEARNING_RATE:-}"           # empty: the preset's (faithful 1e-4)
 PRECISION="${PRECISION:-}"                   # empty: the preset's (fp32); bf16: bfloat16 mixed precision
+SEED="${SEED:-}"                             # empty: the preset's (0); seeds the network, banks and batches
 DOWNLOAD="${DOWNLOAD:-auto}"                 # ImageNet weights not in the torch cache: auto downloads | no
 DOWNLOAD_MIRROR="${DOWNLOAD_MIRROR:-}"       # base URL or folder holding resnet50-0676ba61.pth
 NNODES="${NNODES:-1}"                        # machines (multi-machine: run this script on each)
@@ -37,6 +38,7 @@ args=(--dataroot "$DATAROOT" --exproot "$EXPROOT" --mesh-d "$MESH_DIMENSIONS"
 [[ -n "$BATCH_SIZE" ]] && args+=(--batch-size "$BATCH_SIZE")
 [[ -n "$LEARNING_RATE" ]] && args+=(--lr "$LEARNING_RATE")
 [[ -n "$PRECISION" ]] && args+=(--precision "$PRECISION")
+[[ -n "$SEED" ]] && args+=(--seed "$SEED")
 case "$DOWNLOAD" in auto|no) args+=(--download "$DOWNLOAD") ;; *) echo "error: DOWNLOAD must be auto or no, got '$DOWNLOAD'" >&2; exit 2 ;; esac
 [[ -n "$DOWNLOAD_MIRROR" ]] && args+=(--download-mirror "$DOWNLOAD_MIRROR")
 read -r -a extra <<< "$EXTRA_ARGS"

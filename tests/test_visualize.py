@@ -117,7 +117,7 @@ def test_landscape_panels_show_the_truth_and_the_prediction_in_their_units():
     # a prediction away from the minimum is explained, not hidden
     off = dict(pred, distance=pred["distance"] + 0.6)
     far = visualize.landscape_panels(visualize.loss_landscape(solver, maps[0], clutter, off, n=61), off, gt)[3]
-    assert "grid steps from the prediction" in far["note"]
+    assert "grid steps\nfrom the prediction" in far["note"]
 
 
 def test_the_occlusion_map_says_it_is_at_the_predicted_pose():

@@ -172,8 +172,8 @@ def landscape_panels(land: Mapping[str, tuple[np.ndarray, np.ndarray]], pred: Ma
         if name == "azimuth":
             off = min(off, 360.0 - off)
         note = "" if off <= step * 1.01 else \
-            f"lowest loss at {minimum:.2f}, {off / step:.0f} grid steps from the prediction " \
-            "(the solver stopped before it along this line)"
+            f"lowest loss at {minimum:.2f}: {off / step:.0f} grid steps\nfrom the prediction (the solver\n" \
+            "stopped short of it on this line)"
         panels.append({"name": name, "unit": unit, "x": x, "loss": np.asarray(losses), "pred": p,
                        "gt": None if gt is None else to_axis(gt[name]), "minimum": minimum, "step": step, "note": note})
     return panels

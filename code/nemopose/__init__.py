@@ -7,7 +7,9 @@ One module per concept:
 - foundations: ``constants`` (per-category tables, image and map sizes, camera constants),
   ``geometry`` (the one camera model; PASCAL3D+ vs render distance), ``mesh`` (OFF, cuboids),
   ``render`` (rasteriser, feature renderer), ``zbuffer`` (its nearest-face stage), ``errors``
-  and ``cli`` (expected mistakes, one-line errors), ``utils`` (atomic writes);
+  and ``cli`` (expected mistakes, one-line errors), ``next_steps`` (the commands an error
+  names), ``utils`` (atomic writes with the user's umask), ``progress`` (progress bars, or
+  lines in a log file);
 - data (``nemopose.data``): ``layout`` (the data folder), ``mat_record`` (the PASCAL3D+ .mat
   record), ``annotation`` (NeMo's annotation files), ``pascal3d`` (release folders), ``crop``,
   ``annotate3d``, ``stages`` and ``prepare`` (PrepareData.sh), ``sources`` (the archives to

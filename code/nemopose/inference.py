@@ -276,7 +276,7 @@ def run(cfg: InferenceConfig, ctx: DistContext | None = None) -> evaluate.Accura
     categories = categories_to_evaluate(cfg)
     val_root = layout.split_root(cfg.dataroot, "val", cfg.occ_level)
     if ctx.is_main and layout.load_dataset_info(val_root).synthetic:     # once per run, not per category
-        log.warning("the data in %s is SYNTHETIC (generated), not PASCAL3D+", val_root)
+        log.warning("the data in %s (%s) is SYNTHETIC (generated), not PASCAL3D+", val_root, cfg.occ_level or "L0")
     all_rows: list[dict] = []
     for category in categories:
         t0 = time.time()

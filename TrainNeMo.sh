@@ -21,6 +21,7 @@ TOTAL_EPOCHS="${TOTAL_EPOCHS:-}"             # empty: the preset's (faithful 800
 BATCH_SIZE="${BATCH_SIZE:-}"                 # empty: the preset's (faithful 108); the GLOBAL batch
 LEARNING_RATE="${LEARNING_RATE:-}"           # empty: the preset's (faithful 1e-4)
 PRECISION="${PRECISION:-}"                   # empty: the preset's (fp32); bf16: bfloat16 mixed precision
+SEED="${SEED:-}"                             # empty: the preset's (0); seeds the network, banks and batches
 DOWNLOAD="${DOWNLOAD:-}"                     # ImageNet weights not in the torch cache: auto (empty) downloads | no
 DOWNLOAD_MIRROR="${DOWNLOAD_MIRROR:-}"       # base URL or folder holding resnet50-0676ba61.pth
 NNODES="${NNODES:-1}"                        # machines (multi-machine: run this script on each)
@@ -39,6 +40,7 @@ nemopose_opt --lr "$LEARNING_RATE"
 nemopose_opt --precision "$PRECISION"
 nemopose_opt --download "$DOWNLOAD"
 nemopose_opt --download-mirror "$DOWNLOAD_MIRROR"
+nemopose_opt --seed "$SEED"
 read -r -a extra <<< "$EXTRA_ARGS"
 args+=("${extra[@]}")
 

@@ -132,7 +132,7 @@ def test_release_lists_cad_models_and_subsets(tmp_path):
     assert release.image_subsets("car", "train") is None
     (tmp_path / "Image_subsets").mkdir()
     with open(release.image_subsets_path("car", "train"), "wb") as fh:
-        pickle.dump([np.array(["a_1"]), ["b_2"]], fh)
+        pickle.dump([("a_1",), ["b_2"]], fh)       # lists, tuples, strings only (test_image_subsets.py)
     assert release.image_subsets("car", "train") == [["a_1"], ["b_2"]]
 
 

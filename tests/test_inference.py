@@ -99,7 +99,7 @@ def test_multi_meshes_use_the_annotated_cad_model(trained):
 
 
 def test_missing_checkpoint_is_reported(trained, tmp_path):
-    with pytest.raises(FileNotFoundError, match="run TrainNeMo.sh first"):
+    with pytest.raises(FileNotFoundError, match=r"CATEGORIES=car \./TrainNeMo\.sh, then .*\./InferenceNeMo\.sh"):
         inference.run(config(trained, exproot=str(tmp_path)))
     with pytest.raises(FileNotFoundError, match="epoch 123"):
         inference.run(config(trained, checkpoint="123"))

@@ -110,11 +110,11 @@ def test_expected_mistakes_end_in_one_line(tmp_path, capsys):
     (tmp_path / "bad.jpg").write_text("not a jpeg")
     cases = [
         (train.main, ["--dataroot", none, "--exproot", none, "--categories", "car", "--device", "cpu"],
-         "no cuboid meshes"),
+         "car: no prepared training data"),
         (train.main, ["--dataroot", none, "--categories", "all", "--device", "cpu"], "no prepared training data"),
         (train.main, ["--dataroot", none, "--categories", "spaceship", "--device", "cpu"], "unknown category 'spaceship'"),
         (inference.main, ["--dataroot", none, "--exproot", none, "--categories", "car", "--device", "cpu"],
-         "run TrainNeMo.sh first"),
+         "CATEGORIES=car ./PrepareData.sh, then"),
         (predict.main, ["--category", "car", "--images", str(tmp_path / "missing.jpg")], "missing.jpg: image file does not"),
         (predict.main, ["--category", "car", "--images", str(tmp_path / "bad.jpg")], "bad.jpg: cannot decode image"),
     ]

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -86,3 +87,38 @@ def test_ground_truth_is_drawn_where_the_annotation_says(tiny_dataroot):
                 out.append(np.abs(box - box_obj).max())
     assert max(diffs) <= 6 and np.median(diffs) <= 2, diffs
     assert np.median(unconverted) > 10, unconverted
+
+
+def test_landscape_panels_show_the_truth_and_the_prediction_in_their_units():
+    """The azimuth runs over [0, 360) with the ground truth and the prediction inside, even
+    when they sit on either side of 0 degrees; the distance is in render units and its lowest
+    loss is at the prediction within one grid step, or the legend says how far it is."""
+    _, _, clutter, maps, solver, gt = setup_problem(occlude=0.0)
+    gt = dict(gt, azimuth=np.radians(3.0))                       # the issue's case: a truth at 3 degrees
+    pred = dict(gt, azimuth=np.radians(-120.0))                  # reported as -120 (240 on the circle)
+    land = visualize.loss_landscape(solver, maps[0], clutter, pred, n=41)
+    az = visualize.landscape_panels(land, pred, gt)[0]
+    assert az["name"] == "azimuth" and az["unit"] == "degrees"
+    assert 0.0 <= az["x"].min() and az["x"].max() < 360.0 and np.all(np.diff(az["x"]) > 0)
+    assert az["pred"] == pytest.approx(240.0) and az["gt"] == pytest.approx(3.0)
+    for value in (az["pred"], az["gt"]):
+        assert az["x"].min() <= value <= az["x"].max()
+    assert np.isclose(az["x"], 240.0).any()                     # the prediction is a grid point
+
+    # the maps show the object at gt: solved, the distance's lowest loss is at the prediction
+    res = solver.solve(maps, clutter)
+    pred = {k: float(res[k][0]) for k in ("azimuth", "elevation", "theta", "distance")}
+    gt = setup_problem(occlude=0.0)[-1]
+    panels = {p["name"]: p for p in visualize.landscape_panels(
+        visualize.loss_landscape(solver, maps[0], clutter, pred, n=61), pred, gt)}
+    dist = panels["distance"]
+    assert dist["unit"] == "render distance" and dist["gt"] == pytest.approx(gt["distance"])
+    assert abs(dist["minimum"] - dist["pred"]) <= dist["step"] * 1.01 and dist["note"] == ""
+    # a prediction away from the minimum is explained, not hidden
+    off = dict(pred, distance=pred["distance"] + 0.6)
+    far = visualize.landscape_panels(visualize.loss_landscape(solver, maps[0], clutter, off, n=61), off, gt)[3]
+    assert "grid steps\nfrom the prediction" in far["note"]
+
+
+def test_the_occlusion_map_says_it_is_at_the_predicted_pose():
+    assert "at the predicted pose" in visualize.OCCLUSION_TITLE

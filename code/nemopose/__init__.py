@@ -13,13 +13,19 @@ Foundations (top level)
     mesh          OFF files, cuboids, convexity
     experiment    the experiment folder: every path, checkpoint resolution
     distributed   torchrun / DDP plumbing
-    errors, cli   expected mistakes and one-line errors; the shared command-line pieces
-    utils         atomic writes, logging, seeds
+    errors        expected mistakes (one-line errors at the command line)
+    utils         atomic writes with the user's umask, logging, seeds
 
 Entry points (top level)
     inference     InferenceNeMo.sh: maps -> poses -> accuracy tables
     evaluate      metrics, tables, summaries (``python -m nemopose.evaluate``)
     predict       ``PosePredictor`` and ``python -m nemopose.predict`` for unlabeled images
+
+cli/       what every entry point shares: one-line errors (``run``), the category and
+           yes/no options
+    progress      progress bars on a terminal, whole lines in a log file
+    next_steps    the commands an error names (prepare, then train, then infer; the
+                  demo's folders)
 
 render/    the differentiable renderer
     camera        the solver's pinhole camera, projection of vertices

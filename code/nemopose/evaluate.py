@@ -187,10 +187,11 @@ def read_table_json(path: str | os.PathLike) -> dict:
 
 
 def summarize(exproot: str | os.PathLike, mesh_d: str = "single", levels: Sequence[str] | None = None,
-              azimuth_bins: str = "") -> str:
+              azimuth_bins: str = "", summary_only: bool = False) -> str:
     """Tables of every evaluated occlusion level under ``<exproot>/Accuracy_<mesh_d>/`` and
     a one-line-per-level summary; written to ``summary.txt`` / ``summary.json`` /
-    ``summary.png`` (accuracy against the error threshold, one curve per level) there."""
+    ``summary.png`` (accuracy against the error threshold, one curve per level) there.
+    Returns all of it, or (``summary_only``) the one-line-per-level summary alone."""
     from .experiment import Experiment
     from .tools.plots import plot_levels
 
@@ -210,15 +211,20 @@ def summarize(exproot: str | os.PathLike, mesh_d: str = "single", levels: Sequen
         if meta.is_file():
             synthetic = synthetic or bool(read_table_json(meta).get("synthetic", False))
     if not tables:
-        raise DataNotFound(f"no predictions_<level>.csv in {exp.accuracy}; run InferenceNeMo.sh first")
+        from .cli import next_steps
+
+        infer = next_steps.driver_command("infer", exproot=exproot, mesh_d=mesh_d)
+        raise DataNotFound(f"no predictions_<level>.csv in {exp.accuracy}; run {infer} first" +
+                           next_steps.demo_hint(exproot, mesh_d, flags=True, with_dataroot=False))
     tag = "SYNTHETIC data (generated, not PASCAL3D+)" if synthetic else "PASCAL3D+"
     parts = [format_table(t, f"NeMo ({mesh_d} cuboid), occlusion {level}, {tag}") for level, t in tables.items()]
-    text = "\n\n".join(parts + [format_summary(tables, f"NeMo ({mesh_d} cuboid), all levels, {tag}")])
+    summary = format_summary(tables, f"NeMo ({mesh_d} cuboid), all levels, {tag}")
+    text = "\n\n".join(parts + [summary])
     atomic_write_text(exp.summary_file("txt"), text + "\n")
     atomic_write_json(exp.summary_file("json"), {"synthetic": synthetic, "mesh_d": mesh_d,
                                                  "levels": {k: v.as_dict() for k, v in tables.items()}})
     plot_levels(exp.summary_file("png"), errors, f"NeMo ({mesh_d} cuboid), {tag}")
-    return text
+    return summary if summary_only else text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="cuboid type (default single)")
     parser.add_argument("--azimuth-bins", default="", help="unseen-pose models of this mask (default: none)")
     parser.add_argument("--levels", nargs="*", default=None, help="levels to include (default: all found)")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="print only the one-line-per-level summary, e.g. after InferenceNeMo.sh printed "
+                             "each level's table (summary.txt still holds everything; default: print all)")
     args = parser.parse_args(argv)
-    print(summarize(args.exproot, args.mesh_d, args.levels, args.azimuth_bins))
+    print(summarize(args.exproot, args.mesh_d, args.levels, args.azimuth_bins, args.summary_only))
     return 0
 
 

@@ -133,9 +133,13 @@ class Experiment:
         """The highest-epoch ``saved_model_<cat>_*.pth`` (what inference loads by default)."""
         found = self.list_checkpoints(category)
         if not found:
+            from .cli import next_steps
+
+            train = next_steps.driver_command("train", exproot=self.exproot, categories=[category], mesh_d=self.mesh_d)
             raise CheckpointNotFound(f"no checkpoint saved_model_{category}_*.pth in {self.checkpoints}; "
-                                     f"run TrainNeMo.sh first (CATEGORIES={category}), or evaluate the authors' "
-                                     "models (CHECKPOINT=authors ./InferenceNeMo.sh)")
+                                     f"run {train} first, or evaluate the authors' models "
+                                     f"(CHECKPOINT=authors ./InferenceNeMo.sh)" +
+                                     next_steps.demo_hint(self.exproot, self.mesh_d, flags=True))
         return found[-1][1]
 
     def authors_checkpoints(self) -> dict[str, Path]:

@@ -30,15 +30,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from . import constants, evaluate, geometry
 from .cli import add_categories_argument, add_yes_no_argument
+from .cli.progress import progress_bar
 from .data import layout
 from .data.datasets import TestDataset
 from .distributed import DistContext, barrier, init as dist_init, shutdown as dist_shutdown
 from .errors import DataNotFound
-from .experiment import Experiment
+from .cli import next_steps
+from .experiment import CheckpointNotFound, Experiment
 from .fetch.checkpoints import fetch_authors_checkpoints
 from .solve.neural_mesh import MeshSolution, NeuralMesh, load_trained, solve_over_meshes
 from .tools.plots import plot_categories
@@ -116,7 +117,7 @@ def network_maps(model: torch.nn.Module, dataset: TestDataset, indices: list[int
     """The test-time maps of ``dataset[indices]``, batch by batch, straight from the network."""
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
                                          shuffle=False, num_workers=workers)
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not desc):
+    for batch in progress_bar(loader, desc=desc, leave=False, disable=not desc):
         with torch.no_grad():   # not around the yield: the consumer optimises poses
             maps = model(batch["image"].to(device)).float()
         yield _items(batch), maps
@@ -190,8 +191,6 @@ def run_category(cfg: InferenceConfig, category: str, ctx: DistContext) -> list[
     model, meshes, _ = load_trained(ckpt_path, layout.cuboid_paths(cfg.dataroot, cfg.mesh_d, category), ctx.device)
     dataset = TestDataset(cfg.dataroot, category, split="val", occ_level=cfg.occ_level, mesh_d=cfg.mesh_d,
                           mesh_index=None)
-    if dataset.info.synthetic and ctx.is_main:
-        log.warning("%s: the dataset is SYNTHETIC (generated), not PASCAL3D+", category)
     map_size = dataset.info.feature_map_size(category)
     solvers = [MeshPoseSolver(m.verts, m.faces, m.vertex_features, map_size, constants.RENDER_DISTANCE[category],
                               cfg.solver, ctx.device) for m in meshes]
@@ -227,9 +226,17 @@ def categories_to_evaluate(cfg: InferenceConfig) -> list[str]:
     """The requested categories, or (None = all) those with a checkpoint and prepared val data;
     says once which prepared categories have no checkpoint (and which checkpoints have no
     data). Raises when there is nothing to evaluate."""
-    if cfg.categories is not None:
-        return list(cfg.categories)
     exp = cfg.experiment
+    if cfg.categories is not None:
+        if cfg.checkpoint == "last":         # name the whole chain now, not one step at a time
+            untrained = [c for c in cfg.categories if not exp.list_checkpoints(c)]
+            if untrained:
+                trained = exp.trained_categories()
+                raise CheckpointNotFound(
+                    f"no checkpoint for {', '.join(untrained)} in {exp.checkpoints} (trained there: "
+                    f"{', '.join(trained) or 'none'}); " + next_steps.missing_checkpoint_advice(
+                        cfg.dataroot, cfg.exproot, untrained, cfg.mesh_d, cfg.occ_level))
+        return list(cfg.categories)
     available = list(exp.authors_checkpoints()) if cfg.checkpoint == "authors" else exp.trained_categories()
     prepared = [c for c in constants.CATEGORIES
                 if layout.split_layout(cfg.dataroot, "val", c, cfg.occ_level).lists3d(cfg.mesh_d).is_dir()]
@@ -243,10 +250,13 @@ def categories_to_evaluate(cfg: InferenceConfig) -> list[str]:
     categories = [c for c in constants.CATEGORIES if c in available and c in prepared]
     if not categories:
         if not available:
-            raise DataNotFound(f"no trained category: no saved_model_<cat>_*.pth in {exp.checkpoints}; run "
-                               "TrainNeMo.sh first, or evaluate the authors' models with CHECKPOINT=authors")
+            raise DataNotFound(f"no trained category: no saved_model_<cat>_*.pth in {exp.checkpoints}; " +
+                               next_steps.missing_checkpoint_advice(cfg.dataroot, cfg.exproot, None, cfg.mesh_d,
+                                                                    cfg.occ_level))
         raise DataNotFound(f"no prepared val data in {cfg.dataroot} for the trained categories "
-                           f"({', '.join(available)}); run PrepareData.sh first")
+                           f"({', '.join(available)}); " +
+                           next_steps.chain(["prepare", "infer"], dataroot=cfg.dataroot, exproot=cfg.exproot,
+                                            categories=available, mesh_d=cfg.mesh_d))
     return categories
 
 
@@ -255,6 +265,9 @@ def run(cfg: InferenceConfig, ctx: DistContext | None = None) -> evaluate.Accura
     ctx = ctx or DistContext()
     start = time.time()
     categories = categories_to_evaluate(cfg)
+    val_root = layout.split_root(cfg.dataroot, "val", cfg.occ_level)
+    if ctx.is_main and layout.load_dataset_info(val_root).synthetic:     # once per run, not per category
+        log.warning("the data in %s (%s) is SYNTHETIC (generated), not PASCAL3D+", val_root, cfg.occ_level or "L0")
     all_rows: list[dict] = []
     for category in categories:
         t0 = time.time()

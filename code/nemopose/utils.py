@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes, logging set-up, seeding."""
+"""Small shared helpers: atomic file writes (with the user's umask), logging set-up, seeding."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,12 +25,44 @@ def setup_logging(level: int | str = logging.INFO) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S")
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's file-creation mask, e.g. ``0o022``.
+
+    Linux reports it in ``/proc/self/status``, which reads it without touching it. Elsewhere
+    the only way is ``os.umask``, which sets it while reading: it is set to ``0o077`` for that
+    instant (under a lock), so a file another thread creates meanwhile can only come out more
+    private than asked, never more open.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the umask (0644 under 022)."""
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     An interrupted write never leaves a truncated file at ``path``. ``suffix`` keeps the
     temporary file's extension where a writer needs it (``np.savez`` appends ``.npz``).
+    The file ends with the mode any other new file gets (:func:`default_file_mode`, 0644
+    under umask 022), not ``mkstemp``'s private 0600, so others on a shared machine can
+    read the results when the user's umask lets them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +72,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, default_file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

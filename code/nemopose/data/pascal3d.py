@@ -37,6 +37,67 @@ class ImageReadError(NemoPoseError, ValueError):
     """An image file that cannot be decoded."""
 
 
+class UnsafePickleError(NemoPoseError, ValueError):
+    """A pickle holding something other than lists, tuples and strings (refused unread)."""
+
+
+# ----------------------------------------------------------------------------- Image_subsets pickles
+
+# The only globals an Image_subsets pickle may name: the built-in list, tuple and str (Python 2
+# pickles spell the module ``__builtin__``). Lists, tuples and strings themselves need no global.
+_SUBSET_GLOBALS = {(module, name) for module in ("builtins", "__builtin__") for name in ("list", "tuple", "str")}
+
+
+class _SubsetsUnpickler(pickle.Unpickler):
+    """Unpickles lists, tuples and strings only.
+
+    Code runs during unpickling only through a callable that the pickle names (GLOBAL,
+    STACK_GLOBAL, INST, the extension registry), and every such name passes through
+    :meth:`find_class`; anything but list/tuple/str is refused there, before it is called.
+    Persistent ids are refused by the base class.
+    """
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _SUBSET_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused {module}.{name}: only lists, tuples and strings are read")
+
+
+def _check_lists_of_strings(value) -> None:
+    """Raise unless ``value`` is a list (or tuple) of lists (or tuples) of strings."""
+    if not isinstance(value, (list, tuple)):
+        raise pickle.UnpicklingError(f"holds a {type(value).__name__}, not a list")
+    for group in value:
+        if not isinstance(group, (list, tuple)):
+            raise pickle.UnpicklingError(f"holds a {type(group).__name__} where a list of image ids is expected")
+        for name in group:
+            if not isinstance(name, str):
+                raise pickle.UnpicklingError(f"holds a {type(name).__name__} where an image id (a string) "
+                                             "is expected")
+
+
+def load_string_lists(path: str | os.PathLike) -> list[list[str]]:
+    """A pickle of a list of lists (or tuples) of strings, read safely: NeMo's ``Image_subsets`` files,
+    which come from a download, are read with this instead of ``pickle.load``.
+
+    Returns:
+        a list with one list of strings per entry.
+    Raises:
+        UnsafePickleError naming the file when it holds anything else (an object, a
+        function call, numbers...) or is not a pickle; nothing in it is executed.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            value = _SubsetsUnpickler(fh).load()
+        _check_lists_of_strings(value)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, MemoryError, UnicodeDecodeError) as exc:
+        raise UnsafePickleError(f"{path}: not read: {exc} (expected lists of image ids; "
+                                "delete the file or download Image_subsets.zip again)") from exc
+    return [list(group) for group in value]
+
+
 # ----------------------------------------------------------------------------- images
 
 
@@ -122,12 +183,7 @@ class Pascal3DRelease:
         path = self.image_subsets_path(category, split)
         if not path.is_file():
             return None
-        try:
-            with open(path, "rb") as fh:
-                subsets = pickle.load(fh)
-            return [[str(n) for n in group] for group in subsets]
-        except Exception as exc:
-            raise ValueError(f"{path}: cannot read image subsets ({type(exc).__name__}: {exc})") from exc
+        return load_string_lists(path)     # a restricted unpickler: the file comes from a download
 
     def cad_model_paths(self, category: str) -> list[Path]:
         """Sorted CAD model files ``CAD/<cat>/NN.off`` (see :func:`is_cad_model_file`)."""

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from PIL import Image
-from tqdm import tqdm
 
 from .. import constants, mesh
+from ..cli.progress import progress_bar
 from ..utils import atomic_write_bytes
 from . import annotate3d, annotation, layout
 from .crop import CROP_CENTERS, CropError, apply_crop, crop_geometry
@@ -66,7 +66,7 @@ class PrepareConfig:
         annotate: settings of the 3D annotations.
         azimuth_bins: optional unseen-pose mask (e.g. ``TFFTTFFT``) for extra lists3D.
         jpeg_quality: of the saved crops.
-        progress: show tqdm bars.
+        progress: show progress (:func:`nemopose.progress.progress_bar`).
         threads: torch intra-op threads while preparing (its tensors are small: one thread
             is as fast on an idle machine and many times faster on a busy one, where
             OpenMP threads wait for each other; 0 keeps torch's setting).
@@ -250,7 +250,7 @@ def prepare_split(dataroot: Path, release: Pascal3DRelease, category: str, split
     subtype_lists: dict[str, list[str]] = {s: [] for s in subtypes}
     fallback_subtype = subtypes[-1] if subtypes else "others"
     desc = f"{category}{level} {split}"
-    for name in tqdm(names, desc=desc, leave=False, disable=not config.progress):
+    for name in progress_bar(names, desc=desc, leave=False, disable=not config.progress):
         image_path = occluded.image_path(category, level, name) if level else release.image_path(category, name)
         if not image_path.is_file():
             if level:  # not every val image has an occluded version: left out silently
@@ -351,7 +351,8 @@ def annotate_split(dataroot: Path, category: str, split: str, mesh_d: str, confi
         return finished
     meshes = load_cuboids(dataroot, category, mesh_d, config, report)
     sources = sorted(lay.annotations.glob("*.npz")) if lay.annotations.is_dir() else []
-    for source in tqdm(sources, desc=f"{category} {split} 3D {mesh_d}", leave=False, disable=not config.progress):
+    for source in progress_bar(sources, desc=f"{category} {split} 3D {mesh_d}", leave=False,
+                               disable=not config.progress):
         target = lay.annotation3d_path(mesh_d, source.stem)
         if target.is_file() and not config.overwrite:
             report.count(category, column, "existing")

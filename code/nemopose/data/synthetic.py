@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from .. import constants, mesh
 from ..cli import add_categories_argument, run as run_cli
 from ..errors import NemoPoseError
+from ..cli.progress import progress_bar
 from ..utils import atomic_savez, atomic_write_bytes, atomic_write_json, atomic_write_text, setup_logging
 from . import layout
 from .mat_record import ObjectRecord, Viewpoint, save_record
@@ -257,7 +257,8 @@ def generate(dataroot: str | Path, categories: list[str], config: SyntheticConfi
         n_occ = 0
         for split, count in (("train", config.n_train), ("val", config.n_val)):
             names = []
-            for i in tqdm(range(count), desc=f"synthetic {category} {split}", leave=False, disable=not progress):
+            for i in progress_bar(range(count), desc=f"synthetic {category} {split}", leave=False,
+                                  disable=not progress):
                 name = image_name(category, split, i)
                 image, record, rendered = generate_image(category, split, i, models, config)
                 rng = item_rng(config.seed, category, split, i, stream=1)   # noise and occluders

@@ -30,9 +30,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from tqdm import tqdm
-
 from ..errors import NemoPoseError
+from ..cli.progress import LineProgress, progress_bar
 from .drive import drive_confirm_url, drive_url, drive_view_url, is_drive_url, page_title
 
 logger = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ def download(url: str, dest: str | os.PathLike, *, retries: int = 5, progress: b
         retries: attempts in a row that may fail without receiving a byte before giving up
             (an attempt that makes progress resets the count, so long files on a flaky line
             finish); each waits ``RETRY_BACKOFF_S`` doubling.
-        progress: show one tqdm bar (bytes; desc = file name).
+        progress: show progress (bytes; :func:`nemopose.progress.progress_bar`).
         timeout: seconds a connection may stay silent before it counts as dropped.
 
     Returns:
@@ -97,8 +96,8 @@ def download(url: str, dest: str | os.PathLike, *, retries: int = 5, progress: b
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     scheme = urllib.parse.urlsplit(url).scheme.lower()
-    with tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-              disable=not progress, leave=True) as bar:
+    with progress_bar(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+                      disable=not progress, leave=True) as bar:
         if url.startswith("drive:"):
             file_id = url[len("drive:"):]
             _stream_url(drive_url(file_id), part, bar, retries=retries, timeout=timeout,
@@ -123,7 +122,7 @@ def download(url: str, dest: str | os.PathLike, *, retries: int = 5, progress: b
 _download_file = download
 
 
-def _copy_local(src: Path, part: Path, bar: tqdm) -> None:
+def _copy_local(src: Path, part: Path, bar: LineProgress) -> None:
     if not src.is_file():
         raise DownloadError(f"{src}: no such file (local source for {part.name[:-len('.part')]})")
     bar.reset(total=src.stat().st_size)
@@ -133,7 +132,7 @@ def _copy_local(src: Path, part: Path, bar: tqdm) -> None:
             bar.update(len(chunk))
 
 
-def _stream_url(url: str, part: Path, bar: tqdm, *, retries: int, timeout: float,
+def _stream_url(url: str, part: Path, bar: LineProgress, *, retries: int, timeout: float,
                 on_html: Callable[[bytes, str, Mapping[str, str]], str] | None) -> None:
     """The resume/retry loop shared by http(s), ftp and Drive (see :func:`download`)."""
     jar = http.cookiejar.CookieJar()  # Drive's download_warning cookie must be sent back

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from .. import constants
 from ..cli import add_categories_argument
 from ..data import layout
 from ..data.datasets import TestDataset
 from ..experiment import Experiment
+from ..cli.progress import progress_bar
 from ..train.model import STRIDE, NeMoNet, vertex_cell_index
 from ..solve.neural_mesh import load_trained
 from ..utils import atomic_write_json, setup_logging
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     categories = (Experiment(args.exproot, args.mesh_d).trained_categories() if constants.wants_all(args.categories)
                   else constants.parse_categories(args.categories))
     rows = []
-    for cat in tqdm(categories, desc="feature quality"):
+    for cat in progress_bar(categories, desc="feature quality"):
         rows.append(evaluate_category(args.dataroot, args.exproot, cat, args.mesh_d, args.split, args.k, args.device))
     print(f"{'category':<12} {'images':>6} {'visible':>8} {'exact':>7} {'within_' + str(args.k):>9} {'PCK@0.1':>8}")
     for r in rows:

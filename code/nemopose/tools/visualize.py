@@ -37,6 +37,9 @@ def _pose_tensors(pose: Mapping[str, float] | Sequence[float]):
     return geometry.camera_center(p[:, 0], p[:, 1], p[:, 3]), p[:, 2]
 
 
+OCCLUSION_TITLE = "occlusion map at the predicted pose\n(grey background, green visible, red occluded)"
+
+
 def render_silhouette(verts, faces, pose, image_size: tuple[int, int], shift: tuple[float, float] = (0.0, 0.0),
                       render_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise the mesh over an image of ``image_size`` (H, W) at ``pose``
@@ -113,17 +116,24 @@ def occlusion_map(solver: MeshPoseSolver, feature_map: torch.Tensor, clutter: to
 
 def loss_landscape(solver: MeshPoseSolver, feature_map: torch.Tensor, clutter, pose, n: int = 61,
                    spans: Mapping[str, float] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Loss along azimuth, elevation, theta and distance around ``pose``, one at a time.
+    """Loss along azimuth, elevation, theta and distance through ``pose``, one at a time.
+
+    The azimuth goes once round the circle: ``n`` values in [0, 2 pi), increasing, one of
+    them ``pose``'s own (so any ground truth lies inside the curve). The others span
+    ``pose``'s value +- ``spans`` (theta and elevation in radians, distance in render units).
 
     Returns:
-        {parameter: (values, losses)}, each (n,).
+        {parameter: (values, losses)}, each (n,); values in radians / render units.
     """
-    spans = dict({"azimuth": math.pi, "elevation": math.pi / 4, "theta": math.pi / 4, "distance": 2.0}, **(spans or {}))
+    spans = dict({"elevation": math.pi / 4, "theta": math.pi / 4, "distance": 2.0}, **(spans or {}))
     base = np.asarray([pose[k] for k in ("azimuth", "elevation", "theta", "distance")] if isinstance(pose, Mapping)
                       else pose, dtype=np.float64)
     out = {}
     for i, name in enumerate(("azimuth", "elevation", "theta", "distance")):
-        values = base[i] + np.linspace(-spans[name], spans[name], n)
+        if name == "azimuth":       # the pose's azimuth plus whole grid steps, wrapped into [0, 2 pi)
+            values = np.sort(np.mod(base[i] + np.arange(n) * (2 * math.pi / n), 2 * math.pi))
+        else:
+            values = base[i] + np.linspace(-spans[name], spans[name], n)
         if name == "distance":
             values = np.clip(values, 0.5, None)
         if name == "elevation":
@@ -133,6 +143,40 @@ def loss_landscape(solver: MeshPoseSolver, feature_map: torch.Tensor, clutter, p
         losses = solver.losses_at(feature_map[None], clutter, torch.as_tensor(poses))
         out[name] = (values, losses.numpy())
     return out
+
+
+def landscape_panels(land: Mapping[str, tuple[np.ndarray, np.ndarray]], pred: Mapping[str, float],
+                     gt: Mapping[str, float] | None = None) -> list[dict]:
+    """What each landscape panel draws, in the units of its axis: angles in degrees (the
+    azimuth in [0, 360)), distances in render units (``pred`` and ``gt`` are solver poses).
+
+    Returns:
+        per parameter: ``name``, ``unit``, ``x`` (n,), ``loss`` (n,), ``pred``, ``gt`` (or
+        None), ``minimum`` (x of the lowest loss), ``step`` (grid step) and ``note``: empty
+        when the minimum is within one step of the prediction, else a legend line saying how
+        far it is (the pose solver stopped before the minimum along this line, or the line
+        through the other parameters' values has its minimum elsewhere).
+    """
+    panels = []
+    for name, (values, losses) in land.items():
+        if name in ANGLES:
+            x, unit = np.degrees(values), "degrees"
+            to_axis = (lambda v: float(np.mod(np.degrees(v), 360.0))) if name == "azimuth" else \
+                (lambda v: float(np.degrees(v)))
+        else:
+            x, unit, to_axis = np.asarray(values, dtype=np.float64), "render distance", float
+        step = float(np.median(np.diff(x)))
+        minimum = float(x[int(np.argmin(losses))])
+        p = to_axis(pred[name])
+        off = abs(minimum - p)
+        if name == "azimuth":
+            off = min(off, 360.0 - off)
+        note = "" if off <= step * 1.01 else \
+            f"lowest loss at {minimum:.2f}: {off / step:.0f} grid steps\nfrom the prediction (the solver\n" \
+            "stopped short of it on this line)"
+        panels.append({"name": name, "unit": unit, "x": x, "loss": np.asarray(losses), "pred": p,
+                       "gt": None if gt is None else to_axis(gt[name]), "minimum": minimum, "step": step, "note": note})
+    return panels
 
 
 def plot_solution(path: str | os.PathLike, image: np.ndarray, solver: MeshPoseSolver, feature_map: torch.Tensor,
@@ -160,7 +204,7 @@ def plot_solution(path: str | os.PathLike, image: np.ndarray, solver: MeshPoseSo
     labels = occlusion_map(solver, feature_map, clutter, pred)
     ax = axes[0, 2]
     ax.imshow(OCCLUSION_COLOURS[labels], interpolation="nearest")
-    ax.set_title("occlusion map (grey bg, green visible, red occluded)")
+    ax.set_title(OCCLUSION_TITLE, fontsize=10)
     axes[0, 3].axis("off")
     if gt is not None:
         err = float(rotation_errors_deg({k: [pred[k]] for k in ANGLES}, {k: [gt[k]] for k in ANGLES})[0])
@@ -168,16 +212,22 @@ def plot_solution(path: str | os.PathLike, image: np.ndarray, solver: MeshPoseSo
                         fontsize=13)
     for a in axes[0, :3]:
         a.axis("off")
-    land = loss_landscape(solver, feature_map, clutter, pred)
-    for ax, (name, (values, losses)) in zip(axes[1], land.items()):
-        unit = np.degrees if name in ANGLES else (lambda v: v)      # angles on the axes in degrees
-        ax.plot(unit(values), losses, "k-")
-        ax.axvline(unit(pred[name]), color="tab:blue", label="prediction")
-        if gt is not None:
-            ax.axvline(unit(gt[name]), color="tab:orange", ls="--", label="ground truth")
-        ax.set_xlabel(f"{name} (degrees)" if name in ANGLES else "render distance")
+    panels = landscape_panels(loss_landscape(solver, feature_map, clutter, pred), pred, gt)
+    for ax, panel in zip(axes[1], panels):
+        ax.plot(panel["x"], panel["loss"], "k-", lw=1)
+        ax.axvline(panel["pred"], color="tab:blue", label=f"prediction {panel['pred']:.2f}")
+        if panel["gt"] is not None:
+            ax.axvline(panel["gt"], color="tab:orange", ls="--", label=f"ground truth {panel['gt']:.2f}")
+        if panel["note"]:
+            ax.plot([panel["minimum"]], [panel["loss"].min()], "v", color="tab:red", label=panel["note"])
+        if panel["name"] == "azimuth":
+            ax.set_xlim(0, 360)
+            ax.set_xticks(range(0, 361, 90))
+        ax.set_xlabel(f"{panel['name']} ({panel['unit']})" if panel["unit"] == "degrees"
+                      else "distance (render units, the pose solver's)")
         ax.set_ylabel("loss")
-    axes[1, 0].legend()
+        ax.set_title(f"loss along {panel['name']}, the rest at the prediction", fontsize=9)
+        ax.legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

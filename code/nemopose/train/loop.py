@@ -43,10 +43,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from . import checkpoint
 from .. import constants, distributed
+from ..cli import next_steps
 from .bank import FeatureBank, nemo_loss
 from ..cli import add_categories_argument
 from ..data import layout
@@ -54,6 +54,7 @@ from ..data.datasets import normalize_image
 from ..distributed import DistContext
 from ..errors import DataNotFound
 from ..experiment import Experiment
+from ..cli.progress import progress_bar
 from ..fetch.weights import fetch_imagenet_weights
 from .model import NeMoNet, recalibrate_batchnorm
 from .precision import PRECISIONS, check_precision, memory_format, network_autocast
@@ -139,8 +140,8 @@ def train_one_epoch(model: torch.nn.Module, banks: list[FeatureBank], meshes: li
     losses, ces, clutters, images = [], [], [], 0
     mesh_losses: dict[int, list[float]] = {m.index: [] for m in meshes if m.dataset is not None}
     loader.batch_sampler.set_epoch(epoch)
-    bar = tqdm(loader, desc=f"{config.category} epoch {epoch}", leave=False,
-               disable=not ctx.is_main or len(loader) < 10, dynamic_ncols=True)
+    bar = progress_bar(loader, desc=f"{config.category} epoch {epoch}", leave=False,
+                       disable=not ctx.is_main or len(loader) < 10, dynamic_ncols=True)
     for batch in bar:
         mesh_index = int(batch["mesh"][0])                    # a batch holds one mesh's samples
         loss, stats = training_step(model, bank_of[mesh_index], batch, config, ctx, distance_thr)
@@ -244,8 +245,8 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
 
     start_time, epochs_run = time.perf_counter(), 0
     end_epoch = config.total_epochs if stop_after_epoch is None else min(config.total_epochs, stop_after_epoch + 1)
-    bar = tqdm(range(state.epoch, end_epoch), desc=f"train {config.category}", disable=not ctx.is_main,
-               dynamic_ncols=True)
+    bar = progress_bar(range(state.epoch, end_epoch), desc=f"train {config.category}", disable=not ctx.is_main,
+                       dynamic_ncols=True)
     for epoch in bar:
         lr = learning_rate(epoch, config)
         for group in optimizer.param_groups:
@@ -447,16 +448,26 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     ctx = distributed.init(args.device)
     try:
+        prepared = layout.prepared_categories(args.dataroot, args.mesh_d)
+        where = dict(dataroot=args.dataroot, exproot=args.exproot, mesh_d=args.mesh_d)
         if constants.wants_all(args.categories):
-            categories = layout.prepared_categories(args.dataroot, args.mesh_d)
+            categories = prepared
             if not categories:
-                raise DataNotFound(f"no prepared training data in {args.dataroot} "
-                                   f"(lists3D_{args.mesh_d}); run PrepareData.sh first")
+                raise DataNotFound(f"no prepared training data in {args.dataroot} (lists3D_{args.mesh_d}); "
+                                   + next_steps.chain(["prepare", "train", "infer"], **where))
             skipped = [c for c in constants.CATEGORIES if c not in categories]
             if skipped and ctx.is_main:
                 log.info("categories without training data, skipped: %s", ", ".join(skipped))
         else:
             categories = constants.parse_categories(args.categories)
+            missing = [c for c in categories if c not in prepared]
+            if missing and not getattr(args, "azimuth_bins", ""):
+                raise DataNotFound(f"{', '.join(missing)}: no prepared training data in {args.dataroot} "
+                                   f"(lists3D_{args.mesh_d}); {next_steps.prepared_note(args.dataroot, args.mesh_d)}; "
+                                   + next_steps.chain(["prepare", "train", "infer"], categories=missing, **where))
+        train_root = layout.split_root(args.dataroot, "train")
+        if ctx.is_main and layout.load_dataset_info(train_root).synthetic:     # once per run
+            log.warning("the data in %s is SYNTHETIC (generated), not PASCAL3D+", train_root)
         for category in categories:
             train(config_from_args(args, category), ctx, resume=not args.no_resume)
     finally:

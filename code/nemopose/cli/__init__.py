@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from .errors import NemoPoseError
+from ..errors import NemoPoseError
 
 log = logging.getLogger("nemopose")
 
@@ -32,7 +32,7 @@ def yes_no(value: str, name: str = "value") -> bool:
         return True
     if v in NO:
         return False
-    from .errors import UsageError
+    from ..errors import UsageError
 
     raise UsageError(f"{name} must be yes or no (or true/false), got {value!r}")
 

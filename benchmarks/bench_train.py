@@ -43,7 +43,8 @@ from nemopose.data import layout
 from nemopose.data.datasets import TrainingDataset
 from nemopose.distributed import DistContext
 from nemopose.train.precision import PRECISIONS, check_precision
-from nemopose.train.loop import build_banks, build_model, train_one_epoch, training_step
+from nemopose.experiment import Experiment
+from nemopose.train.loop import TrainingRun, build_banks, build_model, train_one_epoch, training_step
 from nemopose.train.config import TrainConfig, TrainState, effective_distance_thr
 from nemopose.train.loader import MeshData, build_loader, build_meshes
 
@@ -190,17 +191,17 @@ def measure(device: torch.device, *, backbone: str = "auto", batch: int = 2, siz
 
             # (c) whole epochs as TrainNeMo runs them (fresh network, its own loader)
             model, banks, optimizer = fresh_training(config, meshes, device)
-            loader, state = build_loader(meshes, config, ctx), TrainState()
+            run = TrainingRun(config, ctx, Experiment(config.exproot, config.mesh_d), meshes, info, distance_thr,
+                              model, model, banks, optimizer, TrainState(), build_loader(meshes, config, ctx))
             for epoch, label in ((0, "cold"), (1, "warm")):
                 start = time.perf_counter()
-                stats = train_one_epoch(model, banks, meshes, loader, optimizer, ctx, epoch, state, config,
-                                        distance_thr)
+                stats = train_one_epoch(run, epoch)
                 synchronize(device)
                 seconds = time.perf_counter() - start
                 if not math.isfinite(stats["loss"]):
                     raise SystemExit(f"non-finite loss in the {precision} epoch")
                 add(f"epoch {precision} {label}", precision, stats["images"], seconds, step_ips[precision])
-            del loader
+            del run
 
     baseline = step_ips[precisions[0]]
     table = [[name, prec, images, secs, f"{ips:.2f}", f"{ips / baseline:.2f}x",

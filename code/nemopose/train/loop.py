@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from dataclasses import dataclass
 import logging
 import math
 import time
@@ -127,24 +128,54 @@ def training_step(model: torch.nn.Module, bank: FeatureBank, batch: dict[str, An
                   "images": int(total_images)}
 
 
-def train_one_epoch(model: torch.nn.Module, banks: list[FeatureBank], meshes: list[MeshData], loader: DataLoader,
-                    optimizer: torch.optim.Optimizer, ctx: DistContext, epoch: int, state: TrainState,
-                    config: TrainConfig, distance_thr: float,
+@dataclass
+class TrainingRun:
+    """Everything the training of one category holds, built once by :func:`prepare_run`
+    (and restored from the latest checkpoint when resuming).
+
+    Attributes:
+        config, ctx, exp: the settings, the process's place in the run, the experiment folder.
+        meshes, data_info: the meshes with their training lists; the dataset's description.
+        distance_thr: the near-vertex radius in pixels of the prepared crops.
+        model: the bare network (checkpoints, BatchNorm); net: what the step runs (``model``,
+            or its DDP wrapper).
+        banks: one feature bank per mesh; optimizer: Adam over the network's weights.
+        state: epoch and iteration counters and the per-epoch history.
+        loader: the one data loader of the run (:func:`~nemopose.train.loader.build_loader`).
+        last_path: the newest checkpoint written or resumed from.
+    """
+
+    config: TrainConfig
+    ctx: DistContext
+    exp: Experiment
+    meshes: list[MeshData]
+    data_info: layout.DatasetInfo
+    distance_thr: float
+    model: NeMoNet
+    net: torch.nn.Module
+    banks: list[FeatureBank]
+    optimizer: torch.optim.Optimizer
+    state: TrainState
+    loader: DataLoader | None = None
+    last_path: Path | None = None
+
+
+def train_one_epoch(run: TrainingRun, epoch: int,
                     on_iteration: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """One pass over every mesh's training list (``loader`` from
-    :func:`~nemopose.train.loader.build_loader`, mesh after mesh). Returns the epoch's stats
-    (global means)."""
-    model.train()
+    """One pass over every mesh's training list (``run.loader``, mesh after mesh). Returns the
+    epoch's stats (global means)."""
+    config, ctx, state = run.config, run.ctx, run.state
+    run.net.train()
     should_step = original_should_step if config.accumulation == "original" else aligned_should_step
-    bank_of = {m.index: bank for m, bank in zip(meshes, banks)}
+    bank_of = {m.index: bank for m, bank in zip(run.meshes, run.banks)}
     losses, ces, clutters, images = [], [], [], 0
-    mesh_losses: dict[int, list[float]] = {m.index: [] for m in meshes if m.dataset is not None}
-    loader.batch_sampler.set_epoch(epoch)
-    bar = progress_bar(loader, desc=f"{config.category} epoch {epoch}", leave=False,
-                       disable=not ctx.is_main or len(loader) < 10, dynamic_ncols=True)
+    mesh_losses: dict[int, list[float]] = {m.index: [] for m in run.meshes if m.dataset is not None}
+    run.loader.batch_sampler.set_epoch(epoch)
+    bar = progress_bar(run.loader, desc=f"{config.category} epoch {epoch}", leave=False,
+                       disable=not ctx.is_main or len(run.loader) < 10, dynamic_ncols=True)
     for batch in bar:
         mesh_index = int(batch["mesh"][0])                    # a batch holds one mesh's samples
-        loss, stats = training_step(model, bank_of[mesh_index], batch, config, ctx, distance_thr)
+        loss, stats = training_step(run.net, bank_of[mesh_index], batch, config, ctx, run.distance_thr)
         if not math.isfinite(stats["loss"]):
             raise FloatingPointError(
                 f"non-finite loss {stats['loss']} (ce {stats['ce']}, clutter {stats['clutter']}) for "
@@ -152,8 +183,8 @@ def train_one_epoch(model: torch.nn.Module, banks: list[FeatureBank], meshes: li
                 "stopping. Lower the learning rate or check the data; the last checkpoint is intact.")
         loss.backward()
         if should_step(state.iteration, config.accumulate):
-            optimizer.step()
-            optimizer.zero_grad()
+            run.optimizer.step()
+            run.optimizer.zero_grad()
         state.iteration += 1
         losses.append(stats["loss"])
         ces.append(stats["ce"])
@@ -177,6 +208,78 @@ def _should_save(epoch: int, config: TrainConfig) -> bool:
 # ----------------------------------------------------------------------------- a whole category
 
 
+def prepare_run(config: TrainConfig, ctx: DistContext, resume: bool = True) -> TrainingRun:
+    """Build the network, banks and optimiser of ``config.category`` (ImageNet weights fetched
+    by rank 0 when needed) and restore the latest checkpoint (``resume``)."""
+    device = ctx.device
+    check_precision(config.precision, device)
+    if config.separate_bank:
+        log.info("--separate-bank has no effect: every rank keeps its own identical copy of the banks")
+    meshes, data_info = build_meshes(config)
+    if config.backbone == "resnetext" and config.pretrained == "imagenet":   # rank 0 fills the torch cache
+        if ctx.is_main:
+            fetch_imagenet_weights(config.download, config.download_mirror or None)
+        distributed.barrier(ctx)
+    seed_everything(config.seed)
+    model = build_model(config, device)
+    banks = build_banks(config, meshes, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    run = TrainingRun(config, ctx, Experiment(config.exproot, config.mesh_d, config.azimuth_bins), meshes, data_info,
+                      effective_distance_thr(config, data_info.image_scale), model, model, banks, optimizer,
+                      TrainState())
+    found = run.exp.list_checkpoints(config.category, include_resume=True) if resume else []
+    if found:
+        last_epoch, run.last_path = found[-1]
+        run.state = checkpoint.restore_training(checkpoint.load_checkpoint(run.last_path, map_location="cpu"), model,
+                                                banks, optimizer, config, device, run.last_path)
+        log.info("%s: resumed from %s (epoch %d done, iteration %d)", config.category, run.last_path.name,
+                 last_epoch, run.state.iteration)
+    if ctx.distributed:
+        if config.sync_bn and device.type == "cuda":
+            run.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        run.net = DistributedDataParallel(run.net, device_ids=[device.index] if device.type == "cuda" else None)
+    elif config.sync_bn:
+        log.info("--sync-bn has no effect in a single process")
+    return run
+
+
+def _log_start(run: TrainingRun) -> None:
+    config, meshes = run.config, run.meshes
+    n_images = sum(len(m.dataset) for m in meshes if m.dataset is not None)
+    log.info("%s: %d mesh(es) with %s vertices, %d training images of %s, backbone %s, precision %s, global "
+             "batch %d on %d process(es) (%s), %d loader worker(s) per process, epochs %d..%d, "
+             "distance_thr %.1f px", config.category, len(meshes), [m.num_vertices for m in meshes], n_images,
+             "x".join(map(str, next(m.dataset for m in meshes if m.dataset).image_size)), config.backbone,
+             config.precision, config.batch_size, run.ctx.world_size, run.ctx.device, config.workers, run.state.epoch,
+             config.total_epochs - 1, run.distance_thr)
+
+
+def _end_epoch(run: TrainingRun, epoch: int, stats: dict[str, Any], seconds: float, last: bool) -> dict[str, Any]:
+    """Record the epoch (history, train log) and write the checkpoints it is due."""
+    config, ctx = run.config, run.ctx
+    record = {"category": config.category, "epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], **stats,
+              "seconds": round(seconds, 3), "images_per_s": round(stats["images"] / seconds, 3),
+              "iteration": run.state.iteration}
+    run.state.history.append(record)
+    run.state.epoch = epoch + 1
+    save_now = _should_save(epoch, config)
+    resume_now = not save_now and config.resume_every > 0 and (epoch + 1) % config.resume_every == 0
+    if config.precise_bn and (save_now or resume_now):
+        precise_batchnorm(run.model, run.meshes, config, ctx)
+    if ctx.is_main:
+        append_jsonl(run.exp.train_log_path(config.category), record)
+        log.debug("epoch %d: %s", epoch, record)
+        if save_now or resume_now:
+            run.last_path = _save(run, epoch, resume_only=not save_now)
+        if save_now:
+            log.info("%s: epoch %d loss %.4f (ce %.4f, clutter %.4f); saved %s", config.category, epoch,
+                     stats["loss"], stats["loss_ce"], stats["loss_clutter"], run.last_path)
+    if ctx.distributed and (save_now or last):
+        check_banks_identical(run.banks, ctx)
+    distributed.barrier(ctx)
+    return record
+
+
 def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = True,
           stop_after_epoch: int | None = None,
           on_iteration: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -193,98 +296,36 @@ def train(config: TrainConfig, ctx: DistContext | None = None, resume: bool = Tr
     """
     config.validate()
     ctx = ctx or DistContext()
-    device = ctx.device
-    check_precision(config.precision, device)
-    exp = Experiment(config.exproot, config.mesh_d, config.azimuth_bins)
-    if config.separate_bank:
-        log.info("--separate-bank has no effect: every rank keeps its own identical copy of the banks")
-
-    meshes, data_info = build_meshes(config)
-    distance_thr = effective_distance_thr(config, data_info.image_scale)
-    if config.backbone == "resnetext" and config.pretrained == "imagenet":   # rank 0 fills the torch cache
-        if ctx.is_main:
-            fetch_imagenet_weights(config.download, config.download_mirror or None)
-        distributed.barrier(ctx)
-    seed_everything(config.seed)
-    model = build_model(config, device)
-    banks = build_banks(config, meshes, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    state = TrainState()
-    last_path = None
-
-    found = exp.list_checkpoints(config.category, include_resume=True) if resume else []
-    if found:
-        last_epoch, last_path = found[-1]
-        state = checkpoint.restore_training(checkpoint.load_checkpoint(last_path, map_location="cpu"), model,
-                                            banks, optimizer, config, device, last_path)
-        log.info("%s: resumed from %s (epoch %d done, iteration %d)", config.category, last_path.name,
-                 last_epoch, state.iteration)
-    if state.epoch >= config.total_epochs:
-        log.info("%s: already trained (%d epochs); nothing to do", config.category, state.epoch)
-        return {"epochs_run": 0, "last_epoch": state.epoch - 1, "history": state.history,
-                "checkpoint": last_path, "seconds": 0.0}
-
-    net: torch.nn.Module = model
-    if ctx.distributed:
-        if config.sync_bn and device.type == "cuda":
-            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    elif config.sync_bn:
-        log.info("--sync-bn has no effect in a single process")
-
-    loader = build_loader(meshes, config, ctx)
-    n_images = sum(len(m.dataset) for m in meshes if m.dataset is not None)
+    run = prepare_run(config, ctx, resume)
+    if run.state.epoch >= config.total_epochs:
+        log.info("%s: already trained (%d epochs); nothing to do", config.category, run.state.epoch)
+        return {"epochs_run": 0, "last_epoch": run.state.epoch - 1, "history": run.state.history,
+                "checkpoint": run.last_path, "seconds": 0.0}
+    run.loader = build_loader(run.meshes, config, ctx)
     if ctx.is_main:
-        atomic_write_json(exp.train_config_path(config.category), config_dict(config))
-        log.info("%s: %d mesh(es) with %s vertices, %d training images of %s, backbone %s, precision %s, global "
-                 "batch %d on %d process(es) (%s), %d loader worker(s) per process, epochs %d..%d, "
-                 "distance_thr %.1f px", config.category, len(meshes), [m.num_vertices for m in meshes], n_images,
-                 "x".join(map(str, next(m.dataset for m in meshes if m.dataset).image_size)), config.backbone,
-                 config.precision, config.batch_size, ctx.world_size, device, config.workers, state.epoch,
-                 config.total_epochs - 1, distance_thr)
+        atomic_write_json(run.exp.train_config_path(config.category), config_dict(config))
+        _log_start(run)
 
     start_time, epochs_run = time.perf_counter(), 0
     end_epoch = config.total_epochs if stop_after_epoch is None else min(config.total_epochs, stop_after_epoch + 1)
-    bar = progress_bar(range(state.epoch, end_epoch), desc=f"train {config.category}", disable=not ctx.is_main,
+    bar = progress_bar(range(run.state.epoch, end_epoch), desc=f"train {config.category}", disable=not ctx.is_main,
                        dynamic_ncols=True)
     for epoch in bar:
-        lr = learning_rate(epoch, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(epoch, config)
         t0 = time.perf_counter()
-        stats = train_one_epoch(net, banks, meshes, loader, optimizer, ctx, epoch, state, config, distance_thr,
-                                on_iteration)
-        seconds = time.perf_counter() - t0
-        record = {"category": config.category, "epoch": epoch, "lr": lr, **stats, "seconds": round(seconds, 3),
-                  "images_per_s": round(stats["images"] / seconds, 3), "iteration": state.iteration}
-        state.history.append(record)
-        state.epoch = epoch + 1
+        stats = train_one_epoch(run, epoch, on_iteration)
+        _end_epoch(run, epoch, stats, time.perf_counter() - t0, last=epoch == end_epoch - 1)
         epochs_run += 1
         bar.set_postfix(loss=f"{stats['loss']:.4f}")
-        save_now = _should_save(epoch, config)
-        resume_now = not save_now and config.resume_every > 0 and (epoch + 1) % config.resume_every == 0
-        if config.precise_bn and (save_now or resume_now):
-            precise_batchnorm(model, meshes, config, ctx)
-        if ctx.is_main:
-            append_jsonl(exp.train_log_path(config.category), record)
-            log.debug("epoch %d: %s", epoch, record)
-            if save_now or resume_now:
-                last_path = _save(exp, model, banks, optimizer, state, config, epoch, data_info,
-                                  resume_only=not save_now)
-            if save_now:
-                log.info("%s: epoch %d loss %.4f (ce %.4f, clutter %.4f); saved %s", config.category, epoch,
-                         stats["loss"], stats["loss_ce"], stats["loss_clutter"], last_path)
-        if ctx.distributed and (save_now or epoch == end_epoch - 1):
-            check_banks_identical(banks, ctx)
-        distributed.barrier(ctx)
     total = time.perf_counter() - start_time
-    if ctx.is_main and state.history:
-        last = state.history[-1]
+    if ctx.is_main and run.state.history:
+        last = run.state.history[-1]
         log.info("%s: %d epoch(s) in %.1f s; last epoch loss %.4f (ce %.4f, clutter %.4f), %.1f images/s",
                  config.category, epochs_run, total, last["loss"], last["loss_ce"], last["loss_clutter"],
                  last["images_per_s"])
-    return {"epochs_run": epochs_run, "last_epoch": state.epoch - 1, "history": state.history,
-            "checkpoint": last_path, "seconds": total}
+    return {"epochs_run": epochs_run, "last_epoch": run.state.epoch - 1, "history": run.state.history,
+            "checkpoint": run.last_path, "seconds": total}
 
 
 def precise_batchnorm(model: NeMoNet, meshes: list[MeshData], config: TrainConfig, ctx: DistContext) -> None:
@@ -320,14 +361,15 @@ def check_banks_identical(banks: list[FeatureBank], ctx: DistContext, tol: float
             raise RuntimeError(f"rank {ctx.rank}: bank differs from rank 0's by {diff:.3g}")
 
 
-def _save(exp: Experiment, model, banks, optimizer, state, config: TrainConfig, epoch: int,
-          data_info: layout.DatasetInfo, resume_only: bool) -> Path:
+def _save(run: TrainingRun, epoch: int, resume_only: bool) -> Path:
     """Write ``saved_model_<cat>_<epoch>`` (or, with ``resume_only``, the rolling
     ``resume_<cat>_<epoch>``), then delete the category's older resume checkpoints: there is
     always a complete checkpoint on disk."""
+    config, exp = run.config, run.exp
     path = (exp.resume_path if resume_only else exp.checkpoint_path)(config.category, epoch)
-    data = {"image_scale": data_info.image_scale, "synthetic": data_info.synthetic}
-    checkpoint.save(path, checkpoint.training_payload(model, banks, optimizer, state, config, epoch, data))
+    data = {"image_scale": run.data_info.image_scale, "synthetic": run.data_info.synthetic}
+    checkpoint.save(path, checkpoint.training_payload(run.model, run.banks, run.optimizer, run.state, config, epoch,
+                                                      data))
     for _, old in exp.list_checkpoints(config.category, include_resume=True):
         if old.name.startswith("resume_") and old != path:
             old.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -139,20 +139,42 @@ def format_summary(tables: Mapping[str, AccuracyTable], title: str = "") -> str:
     return "\n".join(lines)
 
 
-# Per-image CSV columns. Angles in radians; distance and gt_distance in PASCAL3D+ units,
-# render_distance the pose solver's (nemopose.geometry, "distance units"); error in degrees.
-PREDICTION_FIELDS = ("category", "occ_level", "name", "mesh", "azimuth", "elevation", "theta", "distance",
-                     "render_distance", "loss", "gt_azimuth", "gt_elevation", "gt_theta", "gt_distance", "error_deg")
+@dataclass(frozen=True)
+class PredictionRow:
+    """One evaluated image: a row of ``predictions_<level>.csv``. Angles in radians (as
+    PASCAL3D+); ``distance`` and ``gt_distance`` in PASCAL3D+ units, ``render_distance`` the
+    pose solver's (:mod:`nemopose.geometry`, "distance units"); ``error_deg`` in degrees."""
+
+    category: str
+    occ_level: str
+    name: str
+    mesh: int
+    azimuth: float
+    elevation: float
+    theta: float
+    distance: float
+    render_distance: float
+    loss: float
+    gt_azimuth: float
+    gt_elevation: float
+    gt_theta: float
+    gt_distance: float
+    error_deg: float
 
 
-def save_predictions_csv(path: str | os.PathLike, rows: Iterable[Mapping]) -> None:
+# Per-image CSV columns, in order: the fields of PredictionRow.
+PREDICTION_FIELDS = tuple(f.name for f in fields(PredictionRow))
+
+
+def save_predictions_csv(path: str | os.PathLike, rows: Iterable[PredictionRow | Mapping]) -> None:
     """Per-image predictions and errors as CSV (atomic)."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(PREDICTION_FIELDS), extrasaction="ignore")
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+                values = asdict(row) if isinstance(row, PredictionRow) else row
+                writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in values.items()})
 
 
 def load_predictions_csv(path: str | os.PathLike) -> list[dict]:
@@ -169,11 +191,14 @@ def save_table_json(path: str | os.PathLike, table: AccuracyTable, **extra) -> N
     atomic_write_json(path, {**extra, **table.as_dict()})
 
 
-def errors_from_rows(rows: Iterable[Mapping]) -> dict[str, np.ndarray]:
-    """Per-category error arrays (degrees) from prediction rows with ``error_deg``."""
+def errors_from_rows(rows: Iterable[PredictionRow | Mapping]) -> dict[str, np.ndarray]:
+    """Per-category error arrays (degrees) from prediction rows (typed, or read from a CSV)."""
     out: dict[str, list[float]] = {}
     for row in rows:
-        out.setdefault(row["category"], []).append(float(row["error_deg"]))
+        if isinstance(row, PredictionRow):
+            out.setdefault(row.category, []).append(row.error_deg)
+        else:
+            out.setdefault(row["category"], []).append(float(row["error_deg"]))
     return {k: np.asarray(v) for k, v in out.items()}
 
 

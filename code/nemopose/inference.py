@@ -169,22 +169,21 @@ def rebatch(blocks: Iterable[Block], size: int) -> Iterator[Block]:
 
 
 def prediction_rows(category: str, occ_level: str, items: list[dict[str, Any]], solutions: list[MeshSolution],
-                    map_size: tuple[int, int]) -> list[dict[str, Any]]:
-    """The per-image CSV rows of a solved block (errors in degrees, distances in both units)."""
+                    map_size: tuple[int, int]) -> list[evaluate.PredictionRow]:
+    """The per-image rows of a solved block (errors in degrees, distances in both units)."""
     angles = ("azimuth", "elevation", "theta")
     errors = evaluate.rotation_errors_deg({k: [getattr(s, k) for s in solutions] for k in angles},
                                           {k: [it[k] for it in items] for k in angles})
-    rows = []
-    for it, sol, err in zip(items, solutions, errors):
-        rows.append({"category": category, "occ_level": occ_level, "name": it["name"], "mesh": sol.mesh,
-                     **{k: getattr(sol, k) for k in angles},
-                     "distance": float(geometry.pascal_distance(sol.distance, it["resize_rate"], map_size)),
-                     "render_distance": sol.distance, "loss": sol.loss,
-                     **{f"gt_{k}": it[k] for k in angles + ("distance",)}, "error_deg": float(err)})
-    return rows
+    return [evaluate.PredictionRow(
+        category=category, occ_level=occ_level, name=it["name"], mesh=sol.mesh,
+        azimuth=sol.azimuth, elevation=sol.elevation, theta=sol.theta,
+        distance=float(geometry.pascal_distance(sol.distance, it["resize_rate"], map_size)),
+        render_distance=sol.distance, loss=sol.loss, gt_azimuth=it["azimuth"], gt_elevation=it["elevation"],
+        gt_theta=it["theta"], gt_distance=it["distance"], error_deg=float(err))
+        for it, sol, err in zip(items, solutions, errors)]
 
 
-def run_category(cfg: InferenceConfig, category: str, ctx: DistContext) -> list[dict[str, Any]]:
+def run_category(cfg: InferenceConfig, category: str, ctx: DistContext) -> list[evaluate.PredictionRow]:
     """Maps, poses and rows of one category (this rank's share of the images)."""
     exp = cfg.experiment
     ckpt_path = exp.resolve_checkpoint(category, cfg.checkpoint)
@@ -203,7 +202,7 @@ def run_category(cfg: InferenceConfig, category: str, ctx: DistContext) -> list[
     if not cfg.fused:
         source = feature_file_maps(exp.feature_file(category, cfg.occ_level, ctx.rank, ctx.world_size), source,
                                    meshes, solve_batch)
-    rows: list[dict[str, Any]] = []
+    rows: list[evaluate.PredictionRow] = []
     for items, maps in rebatch(source, solve_batch):
         chosen = None if cfg.mesh_selection == "best" else [it["mesh_index"] for it in items]
         solutions = solve_over_meshes(solvers, meshes, maps, chosen)
@@ -211,7 +210,7 @@ def run_category(cfg: InferenceConfig, category: str, ctx: DistContext) -> list[
     return rows
 
 
-def gather_rows(rows: list[dict], ctx: DistContext) -> list[dict]:
+def gather_rows(rows: list[evaluate.PredictionRow], ctx: DistContext) -> list[evaluate.PredictionRow]:
     if not ctx.distributed:
         return rows
     parts: list[Any] = [None] * ctx.world_size
@@ -268,13 +267,13 @@ def run(cfg: InferenceConfig, ctx: DistContext | None = None) -> evaluate.Accura
     val_root = layout.split_root(cfg.dataroot, "val", cfg.occ_level)
     if ctx.is_main and layout.load_dataset_info(val_root).synthetic:     # once per run, not per category
         log.warning("the data in %s (%s) is SYNTHETIC (generated), not PASCAL3D+", val_root, cfg.occ_level or "L0")
-    all_rows: list[dict] = []
+    all_rows: list[evaluate.PredictionRow] = []
     for category in categories:
         t0 = time.time()
         rows = gather_rows(run_category(cfg, category, ctx), ctx)
         all_rows += rows
         if ctx.is_main:
-            m = evaluate.metrics([r["error_deg"] for r in rows])
+            m = evaluate.metrics([r.error_deg for r in rows])
             log.info("%s%s: %d images, Pi/6 %.1f, Pi/18 %.1f, MedErr %.1f (%.0f s)", category, cfg.occ_level,
                      m.n, m.acc_pi6, m.acc_pi18, m.med_err, time.time() - t0)
     if not ctx.is_main:
@@ -282,12 +281,13 @@ def run(cfg: InferenceConfig, ctx: DistContext | None = None) -> evaluate.Accura
     return write_results(cfg, categories, all_rows, time.time() - start)
 
 
-def write_results(cfg: InferenceConfig, categories: list[str], rows: list[dict], seconds: float) -> evaluate.AccuracyTable:
+def write_results(cfg: InferenceConfig, categories: list[str], rows: list[evaluate.PredictionRow],
+                  seconds: float) -> evaluate.AccuracyTable:
     """The per-image CSV, the original's per-category ``total_error`` npz, and the table
     (txt, json, png) of one occlusion level."""
     exp, level = cfg.experiment, cfg.occ_level or "L0"
     info = layout.load_dataset_info(layout.split_root(cfg.dataroot, "val", cfg.occ_level))
-    rows = sorted(rows, key=lambda r: (constants.CATEGORIES.index(r["category"]), r["name"]))
+    rows = sorted(rows, key=lambda r: (constants.CATEGORIES.index(r.category), r.name))
     evaluate.save_predictions_csv(exp.predictions_csv(level), rows)
     errors = evaluate.errors_from_rows(rows)
     for category in categories:   # the original's record, in radians (CalAccuracy.py reads it)

@@ -19,6 +19,7 @@ TOTAL_EPOCHS="${TOTAL_EPOCHS:-300}"           # Adam steps of the pose solver
 LEARNING_RATE="${LEARNING_RATE:-0.05}"        # Adam learning rate of the pose solver
 FUSED="${FUSED:-no}"                          # yes: no feature file, solve straight from the network
 SOLVER_BACKEND="${SOLVER_BACKEND:-auto}"      # auto (Triton kernels on a GPU, PyTorch on the CPU), torch or triton
+SOLVER_GRAPHS="${SOLVER_GRAPHS:-auto}"        # auto (on a GPU with Triton: each solver step replays a CUDA graph) or off
 DOWNLOAD="${DOWNLOAD:-auto}"                  # CHECKPOINT=authors: auto downloads them | no: never
 DOWNLOAD_MIRROR="${DOWNLOAD_MIRROR:-}"        # base URL or folder holding NeMo_Single_799.zip / NeMo_Multi_799.zip
 KEEP_ARCHIVES="${KEEP_ARCHIVES:-no}"          # keep the downloaded archive after unpacking
@@ -32,11 +33,13 @@ keep_archives=$(nemopose_yes_no KEEP_ARCHIVES "$KEEP_ARCHIVES")
 case "$DOWNLOAD" in auto|no) ;; *) echo "error: DOWNLOAD must be auto or no, got '$DOWNLOAD'" >&2; exit 2 ;; esac
 case "$SOLVER_BACKEND" in auto|torch|triton) ;; *)
     echo "error: SOLVER_BACKEND must be auto, torch or triton, got '$SOLVER_BACKEND'" >&2; exit 2 ;; esac
+case "$SOLVER_GRAPHS" in auto|off) ;; *) echo "error: SOLVER_GRAPHS must be auto or off, got '$SOLVER_GRAPHS'" >&2; exit 2 ;; esac
 flags=()
 [[ "$fused" == yes ]] && flags+=(--fused)
 [[ "$keep_archives" == yes ]] && flags+=(--keep-archives)
 [[ "$SOLVE_BATCH" != auto ]] && flags+=(--solve-batch "$SOLVE_BATCH")
 [[ "$SOLVER_BACKEND" != auto ]] && flags+=(--solver-backend "$SOLVER_BACKEND")
+[[ "$SOLVER_GRAPHS" != auto ]] && flags+=(--cuda-graphs "$SOLVER_GRAPHS")
 [[ -n "$DOWNLOAD_MIRROR" ]] && flags+=(--download-mirror "$DOWNLOAD_MIRROR")
 read -r -a extra <<< "$EXTRA_ARGS"
 # shellcheck disable=SC2086

@@ -41,6 +41,7 @@ from .experiment import Experiment, fetch_authors_checkpoints
 from .solve.neural_mesh import NeuralMesh, load_trained
 from .tools.plots import plot_categories
 from .solve.solver import MeshPoseSolver, SolverConfig
+from .solve.steps import GRAPH_MODES
 from .solve.score import BACKENDS
 from .utils import atomic_path, atomic_savez, atomic_write_text, setup_logging
 
@@ -335,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver-backend", default=s.backend, choices=BACKENDS,
                    help="pose-loss implementation: auto (default: Triton kernels on CUDA, PyTorch on the CPU), "
                         "torch or triton")
+    p.add_argument("--cuda-graphs", default=s.cuda_graphs, choices=GRAPH_MODES,
+                   help="auto (default): on CUDA with the Triton backend, each solver step replays one captured "
+                        "CUDA graph; off: eager steps")
     p.add_argument("--perspective-correct", action="store_true",
                    help="perspective-correct barycentrics (PyTorch3D >= 0.3 default; the paper used screen-space)")
     p.add_argument("--download", default="auto", choices=("auto", "no"),
@@ -349,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> InferenceConfig:
     solver = replace(SolverConfig(), steps=args.steps, lr=args.lr, use_clutter=not args.turn_off_clutter,
                      num_starts=args.num_starts, early_stop_tol=args.early_stop_tol,
-                     perspective_correct=args.perspective_correct, backend=args.solver_backend)
+                     perspective_correct=args.perspective_correct, backend=args.solver_backend,
+                     cuda_graphs=args.cuda_graphs)
     categories = None if constants.wants_all(args.categories) else constants.parse_categories(args.categories)
     return InferenceConfig(dataroot=args.dataroot, exproot=args.exproot, categories=categories, mesh_d=args.mesh_d,
                            azimuth_bins=args.azimuth_bins, occ_level=constants.parse_occlusion_level(args.occ_level),

@@ -30,7 +30,7 @@ elif [[ -x "$REPO/.venv/bin/python" ]]; then PY="$REPO/.venv/bin/python"
 else PY=python3; fi
 export NEMOPOSE_PYTHON="$PY"
 export PYTHONPATH="$REPO/code:$REPO/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-17179869184}"
 export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-17179869184}"
 BUDGET="${GPU_CHECK_BUDGET:-290}"
@@ -136,25 +136,26 @@ main() {
         echo "gpu_check: no CUDA device here (or torch without CUDA): nothing to check on a GPU; exit 0"
         return 0
     fi
+    # in order of importance: what is left of the budget goes to the later sections
     if [[ $dev == cuda ]]; then
         section "CUDA checks (cuda_checks.py)" 110 "$PY" benchmarks/cuda_checks.py
-        section "pytest on CUDA (tests/test_score_triton.py)" 70 pytest_files tests/test_score_triton.py
         section "solver table (bench_gpu.py)" 110 "$PY" benchmarks/bench_gpu.py --batches 64,1024,4096 \
             --torch-batch 256 --eager-batch 1024 --parity 0 --skip-training
     else
         section "CUDA checks (cuda_checks.py, CPU parts)" 200 "$PY" benchmarks/cuda_checks.py --device cpu \
             --only triton-vs-torch graph-vs-eager cpu-vs-device
-        section "pytest (skipped on the CPU: the project's own test runs cover it)" 5 true
         section "solver table (bench_gpu.py, CPU)" 200 "$PY" benchmarks/bench_gpu.py --device cpu --batches 2 \
             --distinct 2 --steps 3 --torch-batch 0 --eager-batch 2 --parity 0 --sync-steps 2 --skip-training
     fi
     section "drivers ($( [[ $dev == cuda ]] && echo GPUS=0 || echo CPU ), tiny synthetic, CATEGORIES=$CATS)" 100 drivers
     if [[ $dev == cuda ]]; then
-        section "bf16 training (warm epoch, 50 batches)" 300 "$PY" benchmarks/bench_gpu.py --skip-solver \
-            --precisions bf16 --train-iterations 50
+        section "bf16 training (warm epoch, 50 batches of 108 at 256x672)" 120 "$PY" benchmarks/bench_gpu.py \
+            --skip-solver --precisions bf16 --train-iterations 50
+        section "pytest on CUDA (tests/test_score_triton.py)" 70 pytest_files tests/test_score_triton.py
     else
-        section "training (CPU: 2 batches of 2 at 64x160)" 200 "$PY" benchmarks/bench_gpu.py --device cpu \
-            --skip-solver --train-batch 2 --size 64x160 --train-iterations 2 --backbone light --precisions fp32
+        section "training (CPU: 2 batches of 2 at 128x336)" 200 "$PY" benchmarks/bench_gpu.py --device cpu \
+            --skip-solver --train-batch 2 --size 128x336 --train-iterations 2 --backbone light --precisions fp32
+        echo "(pytest: not run on the CPU by this script; the project's own test runs cover it)"
     fi
     echo
     echo "=== summary ($(elapsed) s) ==="

@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: is the CUDA path right, and how fast? At most ~5 minutes on
 # one H200, offline, under any Python with torch. Sections (each under its own time limit; a
-# failing or timed-out section is reported and the next one runs):
+# failing or timed-out section is reported and the next one runs; in order of importance):
 #   1. versions and the GPU
-#   2. CUDA checks: benchmarks/cuda_checks.py (no pytest needed: Triton vs PyTorch, the
+#   2. CUDA checks: benchmarks/cuda_checks.py (no pytest needed): Triton vs PyTorch, the
 #      z-buffer vs the CPU rasteriser, CUDA graph vs eager poses, CPU vs CUDA poses on 16
-#      images: same initial pose 16/16, median <= 0.1 deg), then tests/test_score_triton.py on
-#      CUDA when pytest is installed (said and skipped when it is not)
+#      images (same initial pose 16/16, median <= 0.1 deg)
 #   3. the solver table (bench_gpu.py): ms/image at batch 64, 1024, 4096 (targets <= 1 ms at
 #      1024, <= 0.3 ms at 4096), eager steps at 1024, the PyTorch backend at 256; per row the
 #      backend and graph mode used, host syncs per step (target 0), peak memory
 #   4. the drivers with GPUS=0 on the tiny synthetic set, in a temporary DATAROOT/EXPROOT:
 #      PrepareData.sh (SYNTHETIC=yes SYNTHETIC_SIZE=tiny), TrainNeMo.sh (PRESET=demo,
 #      TOTAL_EPOCHS=2), InferenceNeMo.sh (TOTAL_EPOCHS=20)
-#   5. bf16 training images/s over a warm epoch of 50 batches (256x672, batch 108), with
-#      whatever time is left
+#   5. bf16 training images/s over a warm epoch of 50 batches (256x672, batch 108)
+#   6. tests/test_score_triton.py on CUDA when pytest is installed (said and skipped if not)
 # Everything also goes to $OUT/gpu_check.log when OUT is set. Without CUDA it says so and
 # exits 0. Exit status: 0 when every section that ran passed, 1 otherwise.
 #

@@ -20,6 +20,7 @@ TOTAL_EPOCHS="${TOTAL_EPOCHS:-}"              # Adam steps of the pose solver (e
 LEARNING_RATE="${LEARNING_RATE:-}"            # Adam learning rate of the pose solver (empty: 0.05)
 FUSED="${FUSED:-}"                            # yes: no feature file, solve straight from the network (empty: no)
 SOLVER_BACKEND="${SOLVER_BACKEND:-}"          # auto (empty: Triton kernels on a GPU, PyTorch on the CPU), torch, triton
+SOLVER_GRAPHS="${SOLVER_GRAPHS:-}"            # auto (empty: on a GPU with Triton, each solver step replays a CUDA graph) or off
 DOWNLOAD="${DOWNLOAD:-}"                      # CHECKPOINT=authors: auto (empty) downloads them | no: never
 DOWNLOAD_MIRROR="${DOWNLOAD_MIRROR:-}"        # base URL or folder holding NeMo_Single_799.zip / NeMo_Multi_799.zip
 KEEP_ARCHIVES="${KEEP_ARCHIVES:-}"            # yes: keep the downloaded archive after unpacking (empty: no)
@@ -38,6 +39,7 @@ nemopose_opt --steps "$TOTAL_EPOCHS"
 nemopose_opt --lr "$LEARNING_RATE"
 nemopose_opt --fused "$FUSED"
 nemopose_opt --solver-backend "$SOLVER_BACKEND"
+nemopose_opt --cuda-graphs "$SOLVER_GRAPHS"
 nemopose_opt --download "$DOWNLOAD"
 nemopose_opt --download-mirror "$DOWNLOAD_MIRROR"
 nemopose_opt --keep-archives "$KEEP_ARCHIVES"

@@ -212,3 +212,40 @@ def test_translation_of_the_principal_point_is_recovered(car_problem):
     assert (rot_err_deg(res, poses) < 5.0).all()
     assert torch.allclose(res["shift_x"], torch.full((2,), float(dx)), atol=0.5)
     assert torch.allclose(res["shift_y"], torch.full((2,), float(dy)), atol=0.5)
+
+
+def test_cuda_graph_setting(car_problem):
+    """SolverConfig.cuda_graphs: "auto" (default) or "off"; inactive on the CPU."""
+    verts, faces, feats, _ = car_problem
+    assert pose.SolverConfig().cuda_graphs == "auto"
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        pose.SolverConfig(cuda_graphs="on")
+    assert not pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0).graphs_wanted
+
+
+def test_padded_chunks_reusing_one_chunk_give_the_same_poses(car_problem, monkeypatch):
+    """What the CUDA-graph path does to chunks, run on the CPU (eager steps): every chunk
+    padded to the first one's shape and solved in the first chunk's tensors (parameters
+    and Adam state overwritten in place): the same poses as plain chunks."""
+    verts, faces, feats, clutter = car_problem
+    poses = [[0.5, 0.2, 0.1, 5.0], [2.5, 0.4, -0.2, 5.3], [4.4, 0.05, 0.3, 4.8]]
+    maps = synthetic_maps(verts, faces, feats, clutter, poses, noise=0.05)
+    cfg = pose.SolverConfig(steps=12, num_starts=2, record_trajectory=True)
+    solver = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0, cfg)
+    monkeypatch.setattr(solver, "images_per_chunk", lambda channels: 2)
+    plain = solver.solve(maps, clutter)
+    monkeypatch.setattr(pose.MeshPoseSolver, "graphs_wanted", property(lambda self: True))
+    reused = []
+    real = pose.MeshPoseSolver._solve_chunk
+
+    def spy(self, feature_maps, clutter, steppers=None):
+        reused.append((feature_maps.shape[0], dict(steppers)))
+        return real(self, feature_maps, clutter, steppers)
+
+    monkeypatch.setattr(pose.MeshPoseSolver, "_solve_chunk", spy)
+    padded = solver.solve(maps, clutter)
+    assert [n for n, _ in reused] == [2, 2]                 # the last chunk (1 image) padded to 2
+    assert list(reused[1][1]) == [2]                        # and solved in the first chunk's tensors
+    assert plain.keys() == padded.keys()
+    for key in plain:
+        assert torch.equal(plain[key], padded[key]), key

@@ -131,17 +131,18 @@ def test_solver_with_triton_matches_pytorch():
     assert torch.allclose(out["torch"]["loss"], out["triton"]["loss"], atol=1e-5)
 
 
-@pytest.mark.parametrize("fault", ["wrong", "raises"])
+@pytest.mark.parametrize("fault", ["wrong", "raises", "raises without gradient"])
 def test_solver_falls_back_to_pytorch(monkeypatch, caplog, fault):
-    """A kernel that disagrees with PyTorch, or fails (e.g. no compiler for this GPU): the
-    solver warns and solves with PyTorch, with PyTorch's results."""
+    """A kernel that disagrees with PyTorch, or fails (e.g. no compiler for this GPU), in
+    either variant (with or without the gradient): the solver warns and solves with PyTorch,
+    with PyTorch's results."""
     verts, faces, feats, maps, clutter = small_problem(n_images=1)
     reference = pose.MeshPoseSolver(verts, faces, feats, (H, W), 4.0,
                                     pose.SolverConfig(steps=4, backend="torch"), device=DEVICE).solve(maps, clutter)
     real = score_triton.covered_totals
 
     def faulty(*args, **kwargs):
-        if fault == "raises":
+        if fault == "raises" or (fault == "raises without gradient" and not torch.is_grad_enabled()):
             raise RuntimeError("PTX assembly failed\ndetails")
         return real(*args, **kwargs) * 1.5
 
@@ -151,7 +152,7 @@ def test_solver_falls_back_to_pytorch(monkeypatch, caplog, fault):
     with caplog.at_level(logging.WARNING, logger="nemopose.solve.score"):
         res = solver.solve(maps, clutter)
     assert solver.scorer.backend == "torch"
-    expected = "failed on this device (PTX assembly failed)" if fault == "raises" else "disagrees with PyTorch"
+    expected = "disagrees with PyTorch" if fault == "wrong" else "failed on this device (PTX assembly failed)"
     assert expected in caplog.text
     for key in ("azimuth", "elevation", "theta", "distance", "loss"):
         assert torch.equal(res[key], reference[key])
@@ -180,9 +181,11 @@ def test_kernels_compile_for_an_h200_without_a_gpu(tmp_path):
     import subprocess
     import sys
 
-    code = ("from nemopose.solve import score_triton\n"
+    code = ("import re\n"
+            "from nemopose.solve import score_triton\n"
             "asm = score_triton.compile_ahead(90)\n"
-            "for label, kinds in asm.items(): print(label, len(kinds['cubin']))\n")
+            "fma = re.compile(r'(mad|fma)\\.r[nzmp]\\.(ftz\\.)?f32')\n"
+            "for label, kinds in asm.items(): print(label, len(fma.findall(kinds['ptx'])), len(kinds['cubin']))\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
     code_dir = str(Path(score_triton.__file__).resolve().parents[2])     # code/ (nemopose/solve/..)
@@ -192,3 +195,53 @@ def test_kernels_compile_for_an_h200_without_a_gpu(tmp_path):
     lines = proc.stdout.splitlines()
     assert len(lines) == 6, proc.stdout
     assert all(int(line.split()[-1]) > 1000 for line in lines), proc.stdout
+    # compiled without multiply-add fusion, as launched: products and sums round as on the CPU
+    assert all(int(line.split()[-2]) == 0 for line in lines), proc.stdout
+
+
+def test_zbuffer_launch_split_past_the_lane_limit(monkeypatch):
+    """A z-buffer whose lanes (pose x face) would pass int32 is computed in several launches
+    (split by poses), with the same keys as one launch."""
+    verts, faces, feats, _, _ = small_problem()
+    scorer = score.PoseScorer(verts, faces, feats, (H, W), backend="torch", device=DEVICE)
+    centers, thetas = random_poses(5)
+    planes = scorer.screen(centers, thetas, planar=True)
+    whole = score_triton.nearest_face_keys(planes, kernel_mesh(scorer), H, W)
+    launches = []
+    real = score_triton._zbuffer_kernel
+
+    class Counting:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return real[grid]
+
+    monkeypatch.setattr(score_triton, "MAX_LANES", 2 * scorer.faces.shape[0])     # 2 poses per launch
+    monkeypatch.setattr(score_triton, "_zbuffer_kernel", Counting())
+    split = score_triton.nearest_face_keys(planes, kernel_mesh(scorer), H, W)
+    assert len(launches) == 3
+    assert torch.equal(split, whole)
+
+
+def test_step_makes_no_tensor_from_host_data(monkeypatch):
+    """The solver's step on the Triton path makes no tensor from host data (on a GPU each
+    is a blocking copy, and no CUDA graph could hold the step): a 12-step solve makes as
+    many as a 4-step solve."""
+    verts, faces, feats, maps, clutter = small_problem(n_images=2)
+    count = {"n": 0, "on": False}
+    for name in ("tensor", "as_tensor", "from_numpy"):
+        def wrapped(data, *a, __orig=getattr(torch, name), **k):
+            if count["on"] and isinstance(data, (int, float, bool, list, tuple, np.ndarray, np.generic)):
+                count["n"] += 1
+            return __orig(data, *a, **k)
+        monkeypatch.setattr(torch, name, wrapped)
+
+    def made(steps):
+        cfg = pose.SolverConfig(steps=steps, backend="triton", azimuth_samples=4, elevation_samples=2, theta_samples=1)
+        solver = pose.MeshPoseSolver(verts, faces, feats, (H, W), 4.0, cfg, device=DEVICE)
+        count["n"], count["on"] = 0, True
+        solver.solve(maps, clutter)
+        count["on"] = False
+        assert solver.scorer.backend == "triton"
+        return count["n"]
+
+    assert made(12) == made(4)

@@ -147,8 +147,10 @@ def look_at_rotation(center) -> torch.Tensor:
         (..., 3, 3).
     """
     z_axis = center / torch.linalg.vector_norm(center, dim=-1, keepdim=True)
-    up = torch.tensor(_WORLD_UP, dtype=center.dtype, device=center.device).expand_as(z_axis)
-    x_axis = torch.linalg.cross(up, z_axis, dim=-1)
+    # up x z for up = _WORLD_UP = (0, 0, 1) is (-z_y, z_x, 0): the same numbers and gradients
+    # as torch.linalg.cross with an up tensor, and no tensor made from host data (on a GPU a
+    # blocking copy in every solver step).
+    x_axis = torch.stack([-z_axis[..., 1], z_axis[..., 0], torch.zeros_like(z_axis[..., 0])], dim=-1)
     x_axis = x_axis / torch.linalg.vector_norm(x_axis, dim=-1, keepdim=True)
     y_axis = torch.linalg.cross(z_axis, x_axis, dim=-1)
     return torch.stack([x_axis, y_axis, z_axis], dim=-2)
@@ -212,7 +214,7 @@ def project_to_screen(points, center, theta, focal, principal) -> torch.Tensor:
 
 
 def project_to_screen_planes(points: torch.Tensor, center: torch.Tensor, theta: torch.Tensor, focal: float,
-                             principal: torch.Tensor) -> torch.Tensor:
+                             principal: torch.Tensor | tuple[float, float]) -> torch.Tensor:
     """:func:`project_to_screen` of one point set for B cameras, as coordinate planes.
 
     The same camera (the same numbers up to float rounding), laid out for the rasteriser:
@@ -222,7 +224,8 @@ def project_to_screen_planes(points: torch.Tensor, center: torch.Tensor, theta: 
 
     Args:
         points: (N, 3) world points; center: (B, 3); theta: (B,); focal: pixels;
-        principal: (B, 2) principal points (x = column, y = row).
+        principal: (B, 2) principal points (x = column, y = row), or one (x, y) pair of
+            numbers for all cameras (no tensor made from host data).
     Returns:
         (3, B, N): column, row, depth planes.
     """
@@ -231,8 +234,12 @@ def project_to_screen_planes(points: torch.Tensor, center: torch.Tensor, theta: 
     x, y, z = (rel[0] * r[:, 0] + rel[1] * r[:, 1] + rel[2] * r[:, 2] for r in rotation.unbind(1))
     depth = -z
     scale = focal / depth
-    col = x * scale + principal[:, :1]
-    row = -y * scale + principal[:, 1:]
+    if isinstance(principal, torch.Tensor):
+        principal_x, principal_y = principal[:, :1], principal[:, 1:]
+    else:
+        principal_x, principal_y = (float(v) for v in principal)
+    col = x * scale + principal_x
+    row = -y * scale + principal_y
     return torch.stack([col, row, depth])
 
 

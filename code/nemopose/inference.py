@@ -44,6 +44,7 @@ from .fetch.checkpoints import fetch_authors_checkpoints
 from .solve.neural_mesh import MeshSolution, NeuralMesh, load_trained, solve_over_meshes
 from .tools.plots import plot_categories
 from .solve.solver import MeshPoseSolver, SolverConfig
+from .solve.steps import GRAPH_MODES
 from .solve.score import BACKENDS
 from .utils import atomic_path, atomic_savez, atomic_write_text, setup_logging
 
@@ -346,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver-backend", default=s.backend, choices=BACKENDS,
                    help=f"pose-loss implementation: auto (Triton kernels on CUDA, PyTorch on the CPU), "
                         f"torch or triton (default {s.backend})")
+    p.add_argument("--cuda-graphs", default=s.cuda_graphs, choices=GRAPH_MODES,
+                   help=f"auto: on CUDA with the Triton backend, each solver step replays one captured CUDA graph; "
+                        f"off: eager steps (default {s.cuda_graphs})")
     p.add_argument("--perspective-correct", action="store_true",
                    help="perspective-correct barycentrics (PyTorch3D >= 0.3 default; the paper used screen-space)")
     p.add_argument("--download", default=d.download, choices=("auto", "no"),
@@ -362,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> InferenceConfig:
     solver = replace(SolverConfig(), steps=args.steps, lr=args.lr, use_clutter=not args.turn_off_clutter,
                      num_starts=args.num_starts, early_stop_tol=args.early_stop_tol,
-                     perspective_correct=args.perspective_correct, backend=args.solver_backend)
+                     perspective_correct=args.perspective_correct, backend=args.solver_backend,
+                     cuda_graphs=args.cuda_graphs)
     categories = None if constants.wants_all(args.categories) else constants.parse_categories(args.categories)
     return InferenceConfig(dataroot=args.dataroot, exproot=args.exproot, categories=categories, mesh_d=args.mesh_d,
                            azimuth_bins=args.azimuth_bins, occ_level=constants.parse_occlusion_level(args.occ_level),

@@ -71,9 +71,15 @@ def project_vertices(verts: torch.Tensor, center: torch.Tensor, theta: torch.Ten
     theta = theta.reshape(-1).to(center)
     if theta.shape[0] != center.shape[0]:
         raise ValueError(f"theta must be (B,) with B={center.shape[0]}, got {tuple(theta.shape)}")
-    principal = torch.tensor(camera.principal, dtype=center.dtype, device=center.device).expand(center.shape[0], 2)
+    # The principal point enters as Python numbers, never as a tensor made from them: on a GPU
+    # that would be a blocking host-to-device copy in every solver step (and no CUDA graph).
+    px, py = camera.principal
     if shift is not None:
-        principal = principal + shift
+        principal = torch.stack([shift[:, 0] + px, shift[:, 1] + py], 1)
+    elif planar:
+        principal = (px, py)
+    else:
+        principal = torch.stack([torch.full_like(theta, px), torch.full_like(theta, py)], 1)
     if planar:
         return geometry.project_to_screen_planes(verts.to(center), center, theta, camera.focal, principal)
     return geometry.project_to_screen(verts.to(center), center, theta, camera.focal, principal)

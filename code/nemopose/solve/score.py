@@ -194,9 +194,12 @@ class PoseScorer:
 
     # ------------------------------------------------------------------ images
 
-    def prepare(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None) -> ImageBatch:
+    def prepare(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None,
+                out: ImageBatch | None = None) -> ImageBatch:
         """Per-image tables of B unit feature maps (B, C, h, w); ``clutter`` (C,) or None
-        (then the loss is the one without the clutter model)."""
+        (then the loss is the one without the clutter model). ``out``: an earlier batch of
+        the same shape whose tables are overwritten in place (the solver's CUDA graphs read
+        them there; no second copy of the large similarity table)."""
         if feature_maps.dim() != 4 or tuple(feature_maps.shape[2:]) != self.map_size:
             raise ValueError(f"feature_maps must be (B, C, {self.map_size[0]}, {self.map_size[1]}), "
                              f"got {tuple(feature_maps.shape)}")
@@ -206,12 +209,21 @@ class PoseScorer:
         maps = feature_maps.to(self.device, torch.float32)
         b, c = maps.shape[:2]
         maps = maps.reshape(b, c, -1)
-        sim = torch.matmul(self.vertex_features.unsqueeze(0), maps) if self.method == "similarity" else None
+        if out is not None and ((out.sim is None) != (self.method != "similarity")
+                                or (out.clutter_score is None) != (clutter is None)
+                                or out.maps.shape != maps.shape):
+            raise ValueError("prepare: out does not match these maps")
+        sim = None
+        if self.method == "similarity":
+            sim = torch.matmul(self.vertex_features.unsqueeze(0), maps, out=None if out is None else out.sim)
         clutter_score = offset = None
         if clutter is not None:
             cl = torch.as_tensor(clutter, dtype=torch.float32, device=self.device).reshape(1, c, 1)
             clutter_score = (maps * cl).sum(1)                                        # (B, P)
             offset = clutter_score.clamp(min=0).mean(1) - clutter_score.mean(1)
+            if out is not None:
+                clutter_score = out.clutter_score.copy_(clutter_score)
+                offset = out.clutter_offset.copy_(offset)
         return ImageBatch(maps, sim, clutter_score, offset)
 
     # ------------------------------------------------------------------ poses
@@ -296,9 +308,11 @@ class PoseScorer:
         return covered_sum(s_o, s_c, cov.batch, image_index.shape[0])
 
     def _check_triton(self, images: ImageBatch, centers, thetas, image_index, shift, n: int = 16) -> None:
-        """Before the Triton kernels' first use: build their mesh tables and compare their
-        sums and gradients with PyTorch's on the first ``n`` poses; on a failure (e.g. no
-        compiler for this GPU) or a disagreement, warn and use PyTorch from then on."""
+        """Before the Triton kernels' first use: build their mesh tables and compare both
+        variants of the loss kernel (with the gradient, and without: final losses,
+        :meth:`losses_at`) with PyTorch on the first ``n`` poses: sums and gradients; on a
+        failure (e.g. no compiler for this GPU) or a disagreement, warn and use PyTorch from
+        then on."""
         from . import score_triton
         self._kernel_mesh = score_triton.KernelMesh.build(self.faces, self.face_orientation)
         pick = slice(0, min(n, centers.shape[0]))
@@ -310,6 +324,11 @@ class PoseScorer:
                 try:
                     total = self._covered_totals(backend, images, self.screen(c, t, s, planar=True), image_index[pick])
                     results.append((total.detach(), *torch.autograd.grad(total.sum(), (c, t))))
+                    if backend == "triton":       # the no-gradient variant: the same sums
+                        with torch.no_grad():
+                            plain = self._covered_totals(backend, images, self.screen(c, t, s, planar=True),
+                                                         image_index[pick])
+                        results[-1] = results[-1] + (plain,)
                 except Exception as exc:      # the PyTorch path is the reference: its errors propagate
                     if backend == "torch":
                         raise
@@ -318,9 +337,10 @@ class PoseScorer:
                                 first)
                     self.backend = "torch"
                     return
-        (sum_a, gc_a, gt_a), (sum_b, gc_b, gt_b) = results
+        (sum_a, gc_a, gt_a, plain_a), (sum_b, gc_b, gt_b) = results
         scale = max(float(gc_b.abs().max()), float(gt_b.abs().max()), 1e-6)
         err = max(float((sum_a - sum_b).abs().max()) / self.num_pixels,
+                  float((plain_a - sum_b).abs().max()) / self.num_pixels,
                   float((gc_a - gc_b).abs().max()) / scale, float((gt_a - gt_b).abs().max()) / scale)
         if err > 1e-3:
             log.warning("the Triton pose loss disagrees with PyTorch's on this device (relative difference "

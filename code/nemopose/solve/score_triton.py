@@ -21,10 +21,19 @@ into the loss (:func:`nemopose.solve.score.covered_pose_loss`). Screen-space bar
 
 Without a GPU, ``TRITON_INTERPRET=1`` (set before this module is imported) runs the same
 kernels on the CPU: the tests compare them with the PyTorch path there.
+
+Parity with the CPU. Both kernels are compiled without multiply-add fusion
+(``enable_fp_fusion=False``, :data:`LAUNCH_OPTIONS`; Triton fuses ``a * b + c`` into one
+``fma.rn.f32`` by default): every product and sum rounds as in PyTorch and in the
+interpreter, so the inside tests and depths, hence the z-buffer, are the CPU's bit for bit;
+divisions are IEEE (``div_rn``). Only the order of the gradient's atomic additions differs
+(float sums, about 1e-7 relative). Launches run under the tensors' CUDA device, and a
+z-buffer launch whose lane index (pose x face) would pass int32 is split by poses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -41,10 +50,20 @@ __all__ = ["unavailable_reason", "KernelMesh", "nearest_face_keys", "covered_tot
 _EMPTY = torch.iinfo(torch.int64).max
 _FACE_BLOCK = 128
 _PIXEL_BLOCK = 256
+# Largest lane count (pose x face) of one z-buffer launch: the lane index is int32 and the last
+# block reaches BLOCK lanes past the count. Larger launches are split by poses.
+MAX_LANES = 2 ** 31 - 1 - 2 * _FACE_BLOCK
+# Compile options of every launch (and of compile_ahead): no fma contraction (see above).
+LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 
 
 def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _on_device(t: torch.Tensor):
+    """Launch under the tensor's CUDA device (Triton launches on the current one)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def unavailable_reason(device: torch.device) -> str | None:
@@ -221,8 +240,8 @@ _SIGNATURES = {
 
 def compile_ahead(arch: int = 90) -> dict[str, dict[str, str]]:
     """Compile every variant of both kernels for an NVIDIA GPU of compute capability
-    ``arch`` (90: H100/H200) without a GPU (Triton's own ptxas), e.g. to check that they
-    build. Needs triton and ``TRITON_INTERPRET`` unset when this module was imported.
+    ``arch`` (90: H100/H200) without a GPU (Triton's own ptxas), with the launch options
+    (:data:`LAUNCH_OPTIONS`), e.g. to check that they build and hold no fused multiply-add. Needs triton and ``TRITON_INTERPRET`` unset when this module was imported.
     Returns ``{variant: compiled assembly by kind (ttir, ptx, cubin, ...)}``."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -237,7 +256,7 @@ def compile_ahead(arch: int = 90) -> dict[str, dict[str, str]]:
     for name, kernel, constants in variants:
         src = ASTSource(fn=kernel, signature=_SIGNATURES[name], constexprs=constants)
         label = name + "".join(f" {k}={v}" for k, v in constants.items() if k != "BLOCK")
-        out[label] = triton.compile(src, target=target).asm
+        out[label] = triton.compile(src, target=target, options=dict(LAUNCH_OPTIONS)).asm
     return out
 
 
@@ -279,10 +298,17 @@ def nearest_face_keys(planes: torch.Tensor, mesh: KernelMesh, height: int, width
         orient = mesh.orientation
     else:
         front = orient = torch.zeros(1, dtype=torch.int32, device=planes.device)
-    grid = (triton.cdiv(n_instances, _FACE_BLOCK),)
-    _zbuffer_kernel[grid](planes[0], planes[1], planes[2], mesh.faces, orient, front, zbuf,
-                          n_instances, mesh.faces.shape[0], n_verts, height, width, near,
-                          CULL=mesh.orientation is not None, BLOCK=_FACE_BLOCK)
+    n_faces = mesh.faces.shape[0]
+    per_launch = max(1, MAX_LANES // n_faces)         # poses per launch: lanes within int32
+    cull = mesh.orientation is not None
+    with _on_device(planes):
+        for first in range(0, n_poses, per_launch):
+            last = min(first + per_launch, n_poses)
+            lanes = (last - first) * n_faces
+            _zbuffer_kernel[(triton.cdiv(lanes, _FACE_BLOCK),)](
+                planes[0, first:last], planes[1, first:last], planes[2, first:last], mesh.faces, orient,
+                front[first:last] if cull else front, zbuf[first:last], lanes, n_faces, n_verts, height, width,
+                near, CULL=cull, BLOCK=_FACE_BLOCK, **LAUNCH_OPTIONS)
     return zbuf
 
 
@@ -300,9 +326,10 @@ class _CoveredTotals(torch.autograd.Function):
         gy = torch.zeros_like(y) if grad else partial
         clutter = clutter_score if clutter_score is not None else partial
         if n_poses:
-            _loss_kernel[(n_poses, n_blocks)](x, y, faces32, zbuf, image_index, sim, clutter, partial, gx, gy,
-                                              n_verts, height, width, n_blocks, CLUTTER=clutter_score is not None,
-                                              GRAD=grad, BLOCK=_PIXEL_BLOCK)
+            with _on_device(x):
+                _loss_kernel[(n_poses, n_blocks)](x, y, faces32, zbuf, image_index, sim, clutter, partial, gx, gy,
+                                                  n_verts, height, width, n_blocks, CLUTTER=clutter_score is not None,
+                                                  GRAD=grad, BLOCK=_PIXEL_BLOCK, **LAUNCH_OPTIONS)
         if grad:
             ctx.save_for_backward(gx, gy)
         return partial.sum(1)

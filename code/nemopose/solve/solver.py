@@ -15,6 +15,7 @@ Distances here are render distances (:mod:`nemopose.geometry`, "distance units")
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ import torch
 
 from .. import geometry
 from .score import BACKENDS, METHODS, ImageBatch, PoseScorer
+from .steps import GRAPH_MODES, AdamSteps
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,10 @@ class SolverConfig:
         chunk_bytes: memory budget of a chunk of images solved together; None (default)
             sizes it from the device (:func:`chunk_budget_bytes`).
         record_trajectory: also return the loss and pose after every step.
+        cuda_graphs: "auto" (default): on CUDA with the Triton backend, capture the whole
+            Adam step in a CUDA graph once per chunk shape and replay it (the last chunk is
+            padded to the captured shape; a failing capture falls back to eager steps with
+            one warning); "off": eager steps. Inactive on the CPU.
         optimize_translation: also optimise a 2D shift of the principal point (in
             feature-map pixels), for unlabeled images whose object is only roughly centred
             (the original's PredUnlabeledDataset); off for PASCAL3D+ evaluation.
@@ -90,8 +96,11 @@ class SolverConfig:
     record_trajectory: bool = False
     optimize_translation: bool = False
     init_shifts: tuple[tuple[float, float], ...] = ((0.0, 0.0),)
+    cuda_graphs: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.cuda_graphs not in GRAPH_MODES:
+            raise ValueError(f"cuda_graphs must be one of {GRAPH_MODES}, got {self.cuda_graphs!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.num_starts < 1:
@@ -125,6 +134,7 @@ def _adam_lr(step: int, cfg: SolverConfig) -> float:
 
 
 CPU_CHUNK_BYTES = 512 * 2 ** 20
+EARLY_STOP_READ_EVERY = 25      # on CUDA: steps between two reads of the early-stop flag
 
 
 def chunk_budget_bytes(device: torch.device) -> int:
@@ -173,6 +183,15 @@ class MeshPoseSolver:
         self.init_shifts = shifts.repeat(self.init_grid.shape[0], 1) if self.config.optimize_translation else None
         with torch.no_grad():
             self.init_fragments = self.scorer.rasterize(self.init_centers, self.init_thetas, self.init_shifts)
+        self.graph_mode = "eager"            # how the last solve stepped: "graph" or "eager"
+        self._graph_failure: str | None = None   # a failed capture: warned once, then eager
+
+    @property
+    def graphs_wanted(self) -> bool:
+        """Whether :meth:`solve` tries CUDA graphs (``config.cuda_graphs``, CUDA, the
+        similarity method, no earlier failure)."""
+        return (self.config.cuda_graphs == "auto" and self.device.type == "cuda" and self.config.method == "similarity"
+                and self._graph_failure is None)
 
     # the mesh, for the tools that draw it
     verts = property(lambda self: self.scorer.verts)
@@ -180,10 +199,11 @@ class MeshPoseSolver:
     vertex_features = property(lambda self: self.scorer.vertex_features)
     camera = property(lambda self: self.scorer.camera)
 
-    def prepare(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None) -> ImageBatch:
+    def prepare(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None,
+                out: ImageBatch | None = None) -> ImageBatch:
         if self.config.use_clutter and clutter is None:
             raise ValueError("the clutter model is on but no clutter vector was given")
-        return self.scorer.prepare(feature_maps, clutter if self.config.use_clutter else None)
+        return self.scorer.prepare(feature_maps, clutter if self.config.use_clutter else None, out=out)
 
     def initial_losses(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of every initial pose (and shift) for every image, (B, K * T)."""
@@ -216,12 +236,21 @@ class MeshPoseSolver:
         if feature_maps.shape[1] != self.scorer.feature_dim:
             raise ValueError(f"feature dimension {feature_maps.shape[1]} != vertex feature "
                              f"dimension {self.scorer.feature_dim}")
-        chunk = self.images_per_chunk(feature_maps.shape[1])
+        total = feature_maps.shape[0]
+        chunk = min(self.images_per_chunk(feature_maps.shape[1]), max(total, 1))
+        graphs = self.graphs_wanted
+        steppers: dict[int, _Chunk] = {}    # one per chunk shape: with graphs, its captured step
+        self.graph_mode = "eager"
         results = []
-        for start in range(0, feature_maps.shape[0], chunk):
-            results.append(self._solve_chunk(feature_maps[start:start + chunk], clutter))
+        for start in range(0, total, chunk):
+            maps = feature_maps[start:start + chunk]
+            n = maps.shape[0]
+            if graphs and n < chunk:         # the last chunk, padded to the captured shape
+                maps = torch.cat([maps, maps[:1].expand(chunk - n, *maps.shape[1:])])
+            res = self._solve_chunk(maps, clutter, steppers if graphs else None)
+            results.append({k: v[:n] for k, v in res.items()})
             if progress is not None:
-                progress(min(start + chunk, feature_maps.shape[0]))
+                progress(min(start + chunk, total))
         return {k: torch.cat([r[k] for r in results]) for k in results[0]}
 
     def images_per_chunk(self, channels: int) -> int:
@@ -232,46 +261,78 @@ class MeshPoseSolver:
         per_image = 4 * self.scorer.num_pixels * (self.verts.shape[0] + channels) * max(1, self.config.num_starts)
         return max(1, int(budget // per_image))
 
-    def _solve_chunk(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _solve_chunk(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None,
+                     steppers: dict[int, "_Chunk"] | None = None) -> dict[str, torch.Tensor]:
+        """Solve one chunk; ``steppers`` (with CUDA graphs): the chunks of earlier shapes,
+        whose tensors and captured step are reused for a chunk of the same shape."""
         cfg = self.config
+        reuse = steppers.get(feature_maps.shape[0]) if steppers is not None else None
         with torch.no_grad():
-            images = self.prepare(feature_maps, clutter)
+            images = self.prepare(feature_maps, clutter, out=reuse.images if reuse is not None else None)
             init_losses = self.scorer.grid_losses(images, self.init_fragments)      # (B, K)
         b = len(images)
         starts = min(cfg.num_starts, init_losses.shape[1])
         # torch.topk is not guaranteed stable; sort keeps the first of equal losses (argmin).
         order = torch.sort(init_losses, dim=1, stable=True).indices[:, :starts]   # (B, S)
-        image_index = torch.arange(b, device=self.device).repeat_interleave(starts)  # (N,)
         chosen = order.reshape(-1)
-        center = self.init_centers.index_select(0, chosen).clone().requires_grad_(True)
-        theta = self.init_thetas.index_select(0, chosen).clone().requires_grad_(True)
-        params = [center, theta]
-        shift = None
+        init = [self.init_centers.index_select(0, chosen), self.init_thetas.index_select(0, chosen)]
         if cfg.optimize_translation:
-            shift = self.init_shifts.index_select(0, chosen).clone().requires_grad_(True)
-            params.append(shift)
-        # fused: one kernel per step on CUDA (same update rule)
-        optim = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, fused=self.device.type == "cuda" or None)
-        curve, traj, history = [], [], []
+            init.append(self.init_shifts.index_select(0, chosen))
+        if reuse is not None:
+            chunk = reuse
+            chunk.steps.restart(init)
+        else:
+            chunk = _Chunk(self, images, torch.arange(b, device=self.device).repeat_interleave(starts),  # (N,)
+                           [v.clone().requires_grad_(True) for v in init], graphs=steppers is not None)
+            if steppers is not None:
+                steppers[feature_maps.shape[0]] = chunk
+        center, theta = chunk.params[:2]
+        shift = chunk.params[2] if cfg.optimize_translation else None
+        steps = chunk.steps
+        # Early stop: on the CPU tested after every step (reading a CPU tensor costs nothing);
+        # on CUDA a device flag freezes the parameters (learning rate x 0) from the step the
+        # test holds, and the host reads it every EARLY_STOP_READ_EVERY steps: the same poses.
+        running = ran = None
+        if cfg.early_stop_tol is not None and steps.cuda:
+            running = torch.ones((), device=self.device)
+            ran = torch.zeros((), device=self.device)
+        history: collections.deque = collections.deque(maxlen=cfg.early_stop_patience + 1)
+        curve, traj = [], []
+        n_steps = cfg.steps
         for step in range(cfg.steps):
-            for group in optim.param_groups:
-                group["lr"] = _adam_lr(step, cfg)
-            losses = self.scorer.losses(images, center, theta, image_index, shift)   # (N,)
-            optim.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            optim.step()
+            steps.set_lr(_adam_lr(step, cfg), running)
+            losses = steps.step().detach()
             if cfg.record_trajectory:
-                curve.append(losses.detach().clone())
+                curve.append(losses.clone())
                 traj.append(self._read_pose(center.detach(), theta.detach()))
-            if cfg.early_stop_tol is not None:
-                history.append(losses.detach())
-                if (len(history) > cfg.early_stop_patience and
-                        (history[-1] - history[-1 - cfg.early_stop_patience]).abs().max() < cfg.early_stop_tol):
-                    log.debug("early stop after %d steps", step + 1)
+            if cfg.early_stop_tol is None:
+                continue
+            history.append(losses.clone())
+            converged = None
+            if len(history) == history.maxlen:
+                converged = (history[-1] - history[0]).abs().max() < cfg.early_stop_tol
+            if running is None:
+                if converged is not None and converged:
+                    n_steps = step + 1
                     break
+            else:
+                ran.add_(running)
+                if converged is not None:
+                    running.mul_(converged.logical_not().to(running.dtype))
+                if (step + 1) % EARLY_STOP_READ_EVERY == 0 and not running:
+                    break
+        if ran is not None:
+            n_steps = int(ran)
+        if n_steps < cfg.steps:
+            log.debug("early stop after %d steps", n_steps)
+        curve, traj = curve[:n_steps], traj[:n_steps]
+        self.graph_mode = steps.mode
+        if steps.failure is not None and steps.failure.startswith("capture failed") and self._graph_failure is None:
+            self._graph_failure = steps.failure
+            log.warning("CUDA graph %s; solving with eager steps", steps.failure)
         # The loss of the returned pose (after the last update).
         with torch.no_grad():
-            end_loss = self.scorer.losses(images, center, theta, image_index, shift).reshape(b, starts)
+            end_loss = self.scorer.losses(images, center, theta, chunk.image_index, shift).reshape(b, starts)
         pose = self._read_pose(center.detach(), theta.detach())                   # (N, 4)
         best = end_loss.argmin(1)                                                 # (B,)
         pick = torch.arange(b, device=self.device) * starts + best
@@ -292,6 +353,26 @@ class MeshPoseSolver:
         """(N, 4) azimuth, elevation, theta, distance from camera centres and thetas."""
         az, el, dist = geometry.camera_angles(center)
         return torch.stack([az, el, theta, dist], 1)
+
+
+class _Chunk:
+    """One chunk's optimisation: its image tables, image index, parameters and Adam steps
+    (with CUDA graphs reused, in place, by the next chunk of the same shape)."""
+
+    def __init__(self, solver: MeshPoseSolver, images: ImageBatch, image_index: torch.Tensor,
+                 params: list[torch.Tensor], graphs: bool) -> None:
+        self.images, self.image_index, self.params = images, image_index, params
+        scorer, cfg = solver.scorer, solver.config
+        center, theta = params[:2]
+        shift = params[2] if cfg.optimize_translation else None
+
+        def can_capture() -> str | None:
+            if scorer.backend != "triton":
+                return f"the {scorer.backend} backend's step synchronises (no graph)"
+            return None
+
+        self.steps = AdamSteps(lambda: scorer.losses(images, center, theta, image_index, shift), params, cfg.lr,
+                               cfg.betas, solver.device, graphs=graphs, can_capture=can_capture)
 
 
 def solve_pose(feature_maps: torch.Tensor, verts, faces, vertex_features, clutter, init_distance: float,

@@ -8,7 +8,10 @@ runs the CPU-possible parts (Triton in its interpreter: TRITON_INTERPRET=1).
 - zbuffer-vs-cpu: the compiled z-buffer at the paper's size equals the CPU rasteriser's
   nearest faces, bit for bit (no fma contraction: see nemopose.solve.score_triton).
 - graph-vs-eager: the solver with CUDA graphs gives the eager step's poses, and says it
-  replayed a graph.
+  replayed a graph. The gradient kernel accumulates with float atomics, whose order varies
+  from run to run, so two eager solves differ too: the check prints that spread beside the
+  graph-vs-eager difference and asks for the same initial pose everywhere, a median within
+  0.01 degrees and a largest difference within 0.1 degrees (the CPU-vs-device tolerance).
 - cpu-vs-device: 16 problems at the paper's settings solved on the CPU and on the device:
   the same initial pose for 16/16, median pose difference <= 0.1 degrees.
 - other-device: the kernels launch on the tensors' device (cuda:1; needs two GPUs).
@@ -98,12 +101,16 @@ def check_graph_vs_eager(device, args):
     verts, faces, feats, clutter, maps, _ = make_problem(args.images, 128)
     problem = (verts, faces, feats)
     eager_solver, eager = _solve(device, maps, clutter, problem, steps=args.steps, cuda_graphs="off")
+    _, eager_again = _solve(device, maps, clutter, problem, steps=args.steps, cuda_graphs="off")
     graph_solver, graphed = _solve(device, maps, clutter, problem, steps=args.steps)
     diff = pose_diff_deg(eager, graphed)
+    noise = pose_diff_deg(eager, eager_again)
     same_init = int((eager["init_index"] == graphed["init_index"]).sum())
-    ok = graph_solver.graph_mode == "graph" and same_init == len(diff) and float(diff.max()) <= 0.01
+    ok = (graph_solver.graph_mode == "graph" and same_init == len(diff) and float(np.median(diff)) <= 0.01
+          and float(diff.max()) <= 0.1)
     return ok, (f"modes {eager_solver.graph_mode} / {graph_solver.graph_mode}, same initial pose {same_init}/{len(diff)}, "
-                f"largest pose difference {diff.max():.4f} deg, loss {float((eager['loss'] - graphed['loss']).abs().max()):.1e}")
+                f"graph vs eager: median {np.median(diff):.4f}, largest {diff.max():.4f} deg; eager vs eager: "
+                f"median {np.median(noise):.4f}, largest {noise.max():.4f} deg")
 
 
 def check_cpu_vs_device(device, args):

@@ -155,7 +155,10 @@ def test_solver_falls_back_to_pytorch(monkeypatch, caplog, fault):
     expected = "disagrees with PyTorch" if fault == "wrong" else "failed on this device (PTX assembly failed)"
     assert expected in caplog.text
     for key in ("azimuth", "elevation", "theta", "distance", "loss"):
-        assert torch.equal(res[key], reference[key])
+        if DEVICE.type == "cuda":      # PyTorch's CUDA scatter-adds are not bitwise repeatable
+            torch.testing.assert_close(res[key], reference[key], rtol=0, atol=1e-5)
+        else:
+            assert torch.equal(res[key], reference[key])
 
 
 @pytest.mark.skipif(DEVICE.type == "cuda", reason="the CPU-only refusal needs a machine without CUDA")

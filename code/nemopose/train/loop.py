@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 def build_model(config: TrainConfig, device: torch.device) -> NeMoNet:
     """The network of ``config`` on ``device``; float32 weights whatever the precision, in
     channels_last for bf16 on CUDA (:func:`nemopose.train.precision.memory_format`)."""
+    if device.type == "cuda":
+        # Training crops have one size per category: cuDNN benchmarks the convolution
+        # algorithms once and keeps the fastest (a process-wide setting).
+        torch.backends.cudnn.benchmark = True
     model = NeMoNet(config.backbone, config.d_feature, config.pretrained,
                     light_widths=tuple(config.light_widths), light_norm=config.light_norm)
     return model.to(device, memory_format=memory_format(config.precision, device))
@@ -110,9 +114,11 @@ def training_step(model: torch.nn.Module, bank: FeatureBank, batch: dict[str, An
     weights = batch["weights"].to(device, non_blocking=True)                    # (b, nV)
 
     # Global counts, so that the DDP average of the ranks' gradients is the global-batch one
-    # (counted on the CPU copy: no wait for the device here).
-    local = torch.tensor([float((batch["weights"] > 0).sum()), float(features.shape[0])], device=device)
-    total_rows, total_images = distributed.all_reduce_sum(local, ctx).tolist()
+    # (counted on the CPU copy; one process needs no device round trip, which would be a sync).
+    local = [float((batch["weights"] > 0).sum()), float(features.shape[0])]
+    if ctx.distributed:
+        local = distributed.all_reduce_sum(torch.tensor(local, device=device), ctx).tolist()
+    total_rows, total_images = local
     nv = bank.num_vertices
     noise_entries = total_images * config.num_noise * nv
     memory = bank.memory.clone()       # the loss uses the bank before this batch's update

@@ -135,8 +135,10 @@ def solve_over_meshes(solvers: Sequence[MeshPoseSolver], meshes: Sequence[Neural
             continue
         res = solver.solve(maps if len(rows) == maps.shape[0] else maps[rows], m.clutter)
         for j, i in enumerate(rows):
-            cand = MeshSolution(**{k: float(res[k][j]) for k in ("azimuth", "elevation", "theta", "distance", "loss")},
-                                mesh=m.index, **{k: float(res[k][j]) for k in ("shift_x", "shift_y") if k in res})
+            cand = MeshSolution(azimuth=float(res.azimuth[j]), elevation=float(res.elevation[j]),
+                                theta=float(res.theta[j]), distance=float(res.distance[j]), loss=float(res.loss[j]),
+                                mesh=m.index, shift_x=0.0 if res.shift_x is None else float(res.shift_x[j]),
+                                shift_y=0.0 if res.shift_y is None else float(res.shift_y[j]))
             if best[i] is None or cand.loss < best[i].loss:
                 best[i] = cand
     missing = [i for i, b in enumerate(best) if b is None]

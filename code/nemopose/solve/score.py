@@ -194,18 +194,23 @@ class PoseScorer:
 
     # ------------------------------------------------------------------ images
 
-    def prepare(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None,
-                out: ImageBatch | None = None) -> ImageBatch:
-        """Per-image tables of B unit feature maps (B, C, h, w); ``clutter`` (C,) or None
-        (then the loss is the one without the clutter model). ``out``: an earlier batch of
-        the same shape whose tables are overwritten in place (the solver's CUDA graphs read
-        them there; no second copy of the large similarity table)."""
+    def check_maps(self, feature_maps: torch.Tensor) -> None:
+        """Raise ValueError unless ``feature_maps`` is (B, C, h, w) with this scorer's map size
+        and feature dimension."""
         if feature_maps.dim() != 4 or tuple(feature_maps.shape[2:]) != self.map_size:
             raise ValueError(f"feature_maps must be (B, C, {self.map_size[0]}, {self.map_size[1]}), "
                              f"got {tuple(feature_maps.shape)}")
         if feature_maps.shape[1] != self.feature_dim:
             raise ValueError(f"feature dimension {feature_maps.shape[1]} != vertex feature dimension "
                              f"{self.feature_dim}")
+
+    def prepare(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None,
+                out: ImageBatch | None = None) -> ImageBatch:
+        """Per-image tables of B unit feature maps (B, C, h, w); ``clutter`` (C,) or None
+        (then the loss is the one without the clutter model). ``out``: an earlier batch of
+        the same shape whose tables are overwritten in place (the solver's CUDA graphs read
+        them there; no second copy of the large similarity table)."""
+        self.check_maps(feature_maps)
         maps = feature_maps.to(self.device, torch.float32)
         b, c = maps.shape[:2]
         maps = maps.reshape(b, c, -1)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import collections
 import logging
 import math
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -147,6 +147,59 @@ def chunk_budget_bytes(device: torch.device) -> int:
     return CPU_CHUNK_BYTES
 
 
+@dataclass(frozen=True)
+class SolveResult:
+    """The poses :meth:`MeshPoseSolver.solve` found for B images: tensors on the CPU.
+
+    Attributes:
+        azimuth, elevation, theta: (B,) radians (the PASCAL3D+ convention).
+        distance: (B,) render distance (:mod:`nemopose.geometry`, "distance units").
+        loss: (B,) the final loss of the returned pose.
+        init_index: (B,) index of the chosen initial pose in the grid; init_loss: (B,) its loss.
+        shift_x, shift_y: (B,) principal-point shift in map pixels (``optimize_translation``),
+            else None.
+        loss_curve: (B, steps) and trajectory: (B, steps, 4) = (azimuth, elevation, theta,
+            distance) after each step (``record_trajectory``), else None.
+
+    ``result["azimuth"]`` reads a field by name (for loops over fields); :meth:`keys` names
+    the fields that are set.
+    """
+
+    azimuth: torch.Tensor
+    elevation: torch.Tensor
+    theta: torch.Tensor
+    distance: torch.Tensor
+    loss: torch.Tensor
+    init_index: torch.Tensor
+    init_loss: torch.Tensor
+    shift_x: torch.Tensor | None = None
+    shift_y: torch.Tensor | None = None
+    loss_curve: torch.Tensor | None = None
+    trajectory: torch.Tensor | None = None
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.keys():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def items(self) -> list[tuple[str, torch.Tensor]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    @staticmethod
+    def concat(parts: list[SolveResult]) -> SolveResult:
+        """The results of consecutive chunks as one."""
+        return SolveResult(**{k: torch.cat([p[k] for p in parts]) for k in parts[0].keys()})
+
+
 class MeshPoseSolver:
     """Solves the poses of many images against one neural mesh.
 
@@ -216,7 +269,7 @@ class MeshPoseSolver:
         return self.scorer.losses_at(self.prepare(feature_maps, clutter), poses, image_index)
 
     def solve(self, feature_maps: torch.Tensor, clutter: torch.Tensor | None = None,
-              progress: Any = None) -> dict[str, torch.Tensor]:
+              progress: Any = None) -> SolveResult:
         """Solve the poses of a batch of images (in memory-bounded chunks).
 
         Args:
@@ -224,18 +277,9 @@ class MeshPoseSolver:
             clutter: (C,) unit clutter vector (required when the clutter model is on).
             progress: optional callable ``progress(n_done_images)``.
         Returns:
-            dict of (B,) tensors on the CPU: azimuth, elevation, theta (radians), distance
-            (render distance), loss (final), init_index (chosen initial pose), init_loss;
-            with ``optimize_translation`` also shift_x, shift_y (map pixels); with
-            ``record_trajectory`` also loss_curve (B, steps) and trajectory (B, steps, 4)
-            = (azimuth, elevation, theta, distance) after each step.
+            :class:`SolveResult` (tensors on the CPU).
         """
-        if feature_maps.dim() != 4 or tuple(feature_maps.shape[2:]) != self.map_size:
-            raise ValueError(f"feature_maps must be (B, C, {self.map_size[0]}, {self.map_size[1]}), "
-                             f"got {tuple(feature_maps.shape)}")
-        if feature_maps.shape[1] != self.scorer.feature_dim:
-            raise ValueError(f"feature dimension {feature_maps.shape[1]} != vertex feature "
-                             f"dimension {self.scorer.feature_dim}")
+        self.scorer.check_maps(feature_maps)
         total = feature_maps.shape[0]
         chunk = min(self.images_per_chunk(feature_maps.shape[1]), max(total, 1))
         graphs = self.graphs_wanted
@@ -248,10 +292,10 @@ class MeshPoseSolver:
             if graphs and n < chunk:         # the last chunk, padded to the captured shape
                 maps = torch.cat([maps, maps[:1].expand(chunk - n, *maps.shape[1:])])
             res = self._solve_chunk(maps, clutter, steppers if graphs else None)
-            results.append({k: v[:n] for k, v in res.items()})
+            results.append(SolveResult(**{k: v[:n] for k, v in res.items()}))
             if progress is not None:
                 progress(min(start + chunk, total))
-        return {k: torch.cat([r[k] for r in results]) for k in results[0]}
+        return SolveResult.concat(results)
 
     def images_per_chunk(self, channels: int) -> int:
         """How many images :meth:`solve` solves together: the memory budget
@@ -387,8 +431,7 @@ def solve_pose(feature_maps: torch.Tensor, verts, faces, vertex_features, clutte
         init_distance: render distance of the initial poses.
         **options: :class:`SolverConfig` fields, plus ``device``.
     Returns:
-        dict of (B,) tensors: azimuth, elevation, theta (radians), distance (render
-        distance), loss, init_index, init_loss (see :meth:`MeshPoseSolver.solve`).
+        :class:`SolveResult` (see :meth:`MeshPoseSolver.solve`).
     """
     device = options.pop("device", feature_maps.device)
     if clutter is None:

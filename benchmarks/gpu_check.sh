@@ -19,7 +19,7 @@
 #
 #   NEMOPOSE_PYTHON=python3 bash benchmarks/gpu_check.sh
 #   GPU_CHECK_BUDGET=290      seconds for all sections together (default 290)
-#   GPU_CHECK_CATEGORIES=car  categories of the driver section (default car)
+#   GPU_CHECK_CATEGORIES=car  categories of the driver section (default: the tiny set of the tests, car aeroplane chair)
 #   GPU_CHECK_ON_CPU=yes      run every section on the CPU with small settings (tests this script)
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +33,7 @@ export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-17179869184}"
 export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-17179869184}"
 BUDGET="${GPU_CHECK_BUDGET:-290}"
-CATS="${GPU_CHECK_CATEGORIES:-car}"
+CATS="${GPU_CHECK_CATEGORIES:-car aeroplane chair}"
 ON_CPU="${GPU_CHECK_ON_CPU:-no}"
 START=$(date +%s)
 RESULTS=()

@@ -58,3 +58,29 @@ def tiny_dataroot(tmp_path_factory) -> Path:
     prepare.run(root, TINY_CATEGORIES, ["single", "multi"], occluded=True, synthetic_mode="yes",
                 synthetic_size="tiny", seed=0, config=prepare.PrepareConfig(progress=False))
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_car(tmp_path_factory) -> tuple[Path, Path]:
+    """(data root, experiment root): the demo-size synthetic car (120 training and 40 val
+    images, no occluded sets), trained once per session with the demo preset (the light
+    network, 16 epochs; about 2 minutes on 2 CPU cores). Shared by the predictor and
+    inference outcome tests; tests must not write into it (link the checkpoints elsewhere)."""
+    from nemopose.data import prepare
+    from nemopose.train import config as train_config, loop as T
+
+    root = tmp_path_factory.mktemp("demo_car")
+    prepare.run(root / "data", ["car"], ["single"], occluded=False, synthetic_mode="yes", synthetic_size="demo",
+                config=prepare.PrepareConfig(progress=False))
+    T.train(T.TrainConfig(**{**train_config.PRESETS["demo"], "dataroot": str(root / "data"),
+                             "exproot": str(root / "exp"), "category": "car"}))
+    return root / "data", root / "exp"
+
+
+def linked_experiment(exproot: Path, dest: Path, mesh_d: str = "single") -> Path:
+    """A new experiment root at ``dest`` whose checkpoints are hard links to those of
+    ``exproot`` (so a test can write results without touching a shared fixture)."""
+    (dest / f"NeMo_{mesh_d}").mkdir(parents=True)
+    for f in (Path(exproot) / f"NeMo_{mesh_d}").glob("saved_model_*.pth"):
+        os.link(f, dest / f"NeMo_{mesh_d}" / f.name)
+    return dest

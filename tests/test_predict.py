@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from nemopose import evaluate
-from nemopose.train import loop as T, config as train_config
-from nemopose.data import annotation, layout, prepare
+from nemopose.data import annotation, layout
 from nemopose.data.mat_record import load_record
 from nemopose.data.pascal3d import Pascal3DRelease, load_image
 from nemopose.experiment import Experiment
@@ -22,19 +21,15 @@ ANGLES = ("azimuth", "elevation", "theta")
 
 
 @pytest.fixture(scope="module")
-def demo_car(tmp_path_factory):
-    """The demo-size synthetic car (no occluded sets), trained with the demo preset."""
-    root = tmp_path_factory.mktemp("demo_car")
-    prepare.run(root / "data", ["car"], ["single"], occluded=False, synthetic_mode="yes", synthetic_size="demo",
-                config=prepare.PrepareConfig(progress=False))
-    cfg = T.TrainConfig(**{**train_config.PRESETS["demo"], "dataroot": str(root / "data"),
-                           "exproot": str(root / "exp"), "category": "car"})
-    T.train(cfg)
-    predictor = PosePredictor.from_checkpoint(Experiment(root / "exp", "single").final_checkpoint("car"), "car",
-                                              dataroot=root / "data")
-    lay = layout.split_layout(root / "data", "val", "car")
+def demo_predictor(demo_car):
+    """The session's demo-trained car (conftest.demo_car) as a PosePredictor, with the val
+    split's layout and its first N_IMAGES names."""
+    dataroot, exproot = demo_car
+    predictor = PosePredictor.from_checkpoint(Experiment(exproot, "single").final_checkpoint("car"), "car",
+                                              dataroot=dataroot)
+    lay = layout.split_layout(dataroot, "val", "car")
     names = layout.read_list(lay.mesh_list_path("single", 1))[:N_IMAGES]
-    return root / "data", lay, names, predictor
+    return dataroot, lay, names, predictor
 
 
 def errors_deg(predictions, truths) -> np.ndarray:
@@ -42,8 +37,8 @@ def errors_deg(predictions, truths) -> np.ndarray:
                                         {k: [t[k] for t in truths] for k in ANGLES})
 
 
-def test_predictor_recovers_poses_on_val_crops(demo_car):
-    _, lay, names, predictor = demo_car
+def test_predictor_recovers_poses_on_val_crops(demo_predictor):
+    _, lay, names, predictor = demo_predictor
     assert predictor.image_scale == 0.5                         # read from the checkpoint
     truths = [annotation.pose(annotation.load(lay.annotation_path(n))) for n in names]
     # file paths, PIL images and arrays are the same input
@@ -63,8 +58,8 @@ def test_predictor_recovers_poses_on_val_crops(demo_car):
     assert np.median(np.abs(rel - 1)) < 0.2, rel
 
 
-def test_predictor_finds_off_centre_objects_in_release_images(demo_car):
-    dataroot, lay, names, predictor = demo_car
+def test_predictor_finds_off_centre_objects_in_release_images(demo_predictor):
+    dataroot, lay, names, predictor = demo_predictor
     release = Pascal3DRelease(layout.release_root(dataroot))
     images, scales, truths, offsets = [], [], [], []
     for name in names:
@@ -104,10 +99,10 @@ def test_place_image_centres_and_scales():
     assert placed.offset == (52 - (2 + 50), 20 - (0 + 20))       # canvas centre - image centre
 
 
-def test_predict_cli_writes_what_it_predicts(demo_car, tmp_path, capsys):
+def test_predict_cli_writes_what_it_predicts(demo_predictor, tmp_path, capsys):
     from nemopose import cli, predict
 
-    dataroot, lay, names, predictor = demo_car
+    dataroot, lay, names, predictor = demo_predictor
     images = [str(lay.image_path(n)) for n in names[:2]]
     assert cli.run(predict.main, ["--category", "car", "--images", *images, "--exproot", str(dataroot.parent / "exp"),
                                   "--dataroot", str(dataroot), "--out", str(tmp_path)]) == 0

@@ -105,10 +105,10 @@ def test_table_accuracy_against_the_annotations(demo_car, tmp_path):
     annotation files hold. Errors are recomputed here from the annotations (not from the
     CSV's gt columns), and the table must report them.
 
-    Measured on the 2-core CPU (SYNTHETIC data): Pi/6 100 %, median error 3.5 degrees. A
-    pipeline writing one constant pose scores about 10 % within Pi/6 with a median error near
-    90 degrees; one that skips the Adam steps keeps the 144-pose grid (about 15 degrees
-    apart): median error near 10 degrees. Limits: Pi/6 >= 85 %, median <= 8 degrees."""
+    Measured on the 2-core CPU (SYNTHETIC data): Pi/6 100 %, median error 2.6 degrees. With
+    the Adam steps skipped (the 144-pose grid alone): Pi/6 90 %, median 12.1 degrees. One
+    constant pose for every image: Pi/6 5 to 25 %, median 70 to 110 degrees (three constants
+    tried). Limits: Pi/6 >= 85 %, median <= 6 degrees (2x from both)."""
     from conftest import linked_experiment
 
     dataroot, exproot = demo_car
@@ -124,7 +124,7 @@ def test_table_accuracy_against_the_annotations(demo_car, tmp_path):
     err = evaluate.rotation_errors_deg({k: [r[k] for r in rows] for k in angles},
                                        {k: [t[k] for t in truths] for k in angles})
     assert np.mean(err < 30) >= 0.85, np.round(err, 1)
-    assert np.median(err) <= 8.0, np.round(err, 1)
+    assert np.median(err) <= 6.0, np.round(err, 1)
     # different images get different poses
     assert np.ptp([r["azimuth"] for r in rows]) > 2.0
     # the table and the CSV say what the poses are

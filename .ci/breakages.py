@@ -8,6 +8,7 @@ the table) or pytest could not run. Exit status 1 unless every breakage is caugh
     python .ci/breakages.py              # all breakages (about 10 minutes on 2 cores)
     python .ci/breakages.py -k triton    # those whose name contains "triton"
     python .ci/breakages.py --list
+    python .ci/breakages.py --every-test # name every test that catches each (slower)
 
 The demo-trained car (tests/conftest.py, demo_car) is trained once, in an unbroken copy, and
 reused by the breakages that do not touch training (NEMOPOSE_TEST_DEMO_CAR); a breakage of
@@ -86,8 +87,8 @@ def copy_tree(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
-def run_pytest(root: Path, args: tuple[str, ...], env: dict[str, str], log: Path) -> int:
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args]
+def run_pytest(root: Path, args: tuple[str, ...], env: dict[str, str], log: Path, first_only: bool) -> int:
+    cmd = [sys.executable, "-m", "pytest", *(["-x"] if first_only else []), "-q", "-p", "no:cacheprovider", *args]
     with open(log, "w") as fh:
         return subprocess.run(cmd, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
 
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", default="", help="only breakages whose name contains this (default: all)")
     p.add_argument("--list", action="store_true", help="list the breakages and their tests, then stop")
     p.add_argument("--keep", action="store_true", help="keep the copies and pytest logs (default: removed)")
+    p.add_argument("--every-test", action="store_true",
+                   help="run all the listed tests and name every one that fails (default: stop at the first)")
     args = p.parse_args(argv)
     chosen = [b for b in BREAKAGES if args.k.lower() in b.name.lower()]
     if args.list:
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if b.touches_training:       # the shared trained car would hide this breakage
             run_env.pop("NEMOPOSE_TEST_DEMO_CAR")
         log = work / f"breakage{i}.log"
-        rc = run_pytest(root, b.tests, run_env, log)
+        rc = run_pytest(root, b.tests, run_env, log, first_only=not args.every_test)
         verdict = {0: "NOT caught", 1: "caught"}.get(rc, f"error: pytest exit {rc} (see {log})")
         if rc == 1:
             failed = [line.split(" - ")[0].removeprefix("FAILED ") for line in log.read_text().splitlines()

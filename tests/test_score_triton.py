@@ -143,7 +143,7 @@ def test_no_gradient_pass_gives_the_same_loss():
     graded = scorer.losses(images, centers.requires_grad_(True), thetas, torch.arange(3, device=DEVICE))
     assert scorer.backend == "triton"
     assert torch.equal(plain, graded.detach())
-    assert ((plain - 1).abs() > 1e-5).all()            # not an empty render (1) nor zeros
+    assert ((plain - 1).abs() > 1e-5).all()            # the poses cover pixels (an empty render scores 1)
 
 
 def test_solver_with_triton_matches_pytorch():

@@ -204,7 +204,10 @@ def test_complete_part_is_finished_without_downloading_again(server, tmp_path):
     dest = tmp_path / "c.bin"
     dl.part_path(dest).write_bytes(data)
     dl.download(f"{server.url}/c.bin", dest, progress=False)  # the server answers 416
-    assert dest.read_bytes() == data
+    assert dest.read_bytes() == data and not dl.part_path(dest).exists()
+    # one request, asking for the bytes after the part: nothing was fetched again
+    reqs = server.requests_for("/c.bin")
+    assert len(reqs) == 1 and reqs[0]["Range"] == "bytes=5000-", reqs
 
 
 def test_server_ignoring_range_restarts_from_zero(server, tmp_path, caplog):

@@ -98,6 +98,41 @@ def test_multi_meshes_use_the_annotated_cad_model(trained):
     assert best.mean.n == len(rows)
 
 
+@pytest.mark.slow
+def test_table_accuracy_against_the_annotations(demo_car, tmp_path):
+    """The outcome: a car trained with the demo preset (conftest.demo_car), evaluated by the
+    pipeline with the paper's solver settings on its 40 val images, gets the poses the
+    annotation files hold. Errors are recomputed here from the annotations (not from the
+    CSV's gt columns), and the table must report them.
+
+    Measured on the 2-core CPU (SYNTHETIC data): Pi/6 100 %, median error 2.6 degrees. With
+    the Adam steps skipped (the 144-pose grid alone): Pi/6 90 %, median 12.1 degrees. One
+    constant pose for every image: Pi/6 5 to 25 %, median 70 to 110 degrees (three constants
+    tried). Limits: Pi/6 >= 85 %, median <= 6 degrees (2x from both)."""
+    from conftest import linked_experiment
+
+    dataroot, exproot = demo_car
+    exp = linked_experiment(exproot, tmp_path / "exp")
+    cfg = inference.InferenceConfig(dataroot=str(dataroot), exproot=str(exp), categories=["car"], device="cpu",
+                                    fused=True)
+    table = inference.run(cfg)
+    rows = evaluate.load_predictions_csv(Experiment(exp, "single").predictions_csv("L0"))
+    lay = layout.split_layout(dataroot, "val", "car")
+    assert sorted(r["name"] for r in rows) == sorted(layout.read_list(lay.mesh_list_path("single", 1)))
+    angles = ("azimuth", "elevation", "theta")
+    truths = [annotation.pose(annotation.load(lay.annotation_path(r["name"]))) for r in rows]
+    err = evaluate.rotation_errors_deg({k: [r[k] for r in rows] for k in angles},
+                                       {k: [t[k] for t in truths] for k in angles})
+    assert np.mean(err < 30) >= 0.85, np.round(err, 1)
+    assert np.median(err) <= 6.0, np.round(err, 1)
+    # different images get different poses
+    assert np.ptp([r["azimuth"] for r in rows]) > 2.0
+    # the table and the CSV say what the poses are
+    np.testing.assert_allclose([r["error_deg"] for r in rows], err, atol=1e-3)
+    assert table.per_category["car"].acc_pi6 == pytest.approx(100 * np.mean(err < 30))
+    assert table.per_category["car"].med_err == pytest.approx(np.median(err), abs=1e-3)
+
+
 def test_missing_checkpoint_is_reported(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"CATEGORIES=car \./TrainNeMo\.sh, then .*\./InferenceNeMo\.sh"):
         inference.run(config(trained, exproot=str(tmp_path)))
@@ -115,7 +150,8 @@ def test_torchrun_two_ranks_equal_one(trained, tmp_path):
     for f in (Path(exproot) / "NeMo_single").glob("saved_model_car_*.pth"):
         os.link(f, out / "NeMo_single" / f.name)
     env = dict(os.environ, PYTHONPATH=str(REPO / "code"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+    # --standalone: torchrun picks a free port itself (a fixed one clashes with a second suite)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "nemopose.inference", "--dataroot", str(dataroot), "--exproot", str(out), "--categories", "car",
            "--device", "cpu", "--steps", "20", "--solve-batch", "3", "--fused"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

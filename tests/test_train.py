@@ -154,7 +154,10 @@ def test_training_reduces_the_loss_and_checkpoint_round_trips(fake_root, tmp_pat
     cfg = _config(fake_root, tmp_path, total_epochs=6, accumulate=1, accumulation="aligned", lr=2e-3)
     out = T.train(cfg)
     losses = [h["loss"] for h in out["history"]]
-    assert losses[-1] < 0.6 * losses[0], losses
+    # Measured (2-core CPU): the last epoch's mean loss is 0.13 of the first's. Without any
+    # optimiser step (lr 0) it still falls, to 0.66, as the bank fills with the untrained
+    # features; 0.3 lies more than 2x from both.
+    assert losses[-1] < 0.3 * losses[0], losses
     exp = Experiment(tmp_path, "single")
     path = exp.checkpoint_path("car", 5)
     assert out["checkpoint"] == path and exp.final_checkpoint("car") == path
@@ -422,16 +425,25 @@ def test_train_driver_script(fake_root, tmp_path):
 
 
 def test_feature_quality_after_training(fake_root, tmp_path):
-    """Trained features find their own vertex far more often than chance (k/nV), and the CLI
-    prints the table."""
+    """Training learns: the trained features find their own vertex far more often than the
+    features of the same run without optimiser steps, and the CLI prints the table.
+
+    Measured on the training images (10 images, 297 visible vertices, 2-core CPU):
+
+        8 epochs, lr 3e-3     exact 0.73   within 8 vertices 0.95   pck 0.87   loss 4.70 -> 0.235
+        the same with lr 0    exact 0.30   within 8 vertices 0.54   pck 0.26   loss 5.13 -> 3.03
+        chance (k / nV)                    within 8 vertices 0.11
+
+    (Untrained features are far above chance because the bank holds those very features.)
+    Each limit below sits between the two rows with a margin of at least 0.15 both ways."""
     from nemopose.tools import feature_quality
-    T.train(_config(fake_root, tmp_path, total_epochs=8, accumulate=1, accumulation="aligned", lr=3e-3,
-                    precise_bn=True))
+    out = T.train(_config(fake_root, tmp_path, total_epochs=8, accumulate=1, accumulation="aligned", lr=3e-3,
+                          precise_bn=True))
     scores = feature_quality.evaluate_category(fake_root, tmp_path, "car", split="train", k=8)
-    chance = 8 / 72
     assert scores["images"] == 10 and scores["visible"] > 100
-    assert scores["within_k"] > 4 * chance and scores["exact"] <= scores["within_k"]
-    assert scores["pck"] > 0.5
+    assert scores["exact"] > 0.5 and scores["within_k"] > 0.75 and scores["pck"] > 0.6, scores
+    assert scores["exact"] <= scores["within_k"]
+    assert out["history"][-1]["loss"] < 1.0, [h["loss"] for h in out["history"]]
     assert feature_quality.main(["--dataroot", str(fake_root), "--exproot", str(tmp_path),
                                  "--output", str(tmp_path / "q.json")]) == 0
     assert json.loads((tmp_path / "q.json").read_text())[0]["category"] == "car"

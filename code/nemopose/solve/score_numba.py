@@ -267,34 +267,50 @@ if numba is not None:
         g_principal[0] = acc[12]
         g_principal[1] = acc[13]
 
+    @numba.njit(cache=True, nogil=True)
+    def _one_pose(n, verts, rotation, center, principal, focal, faces, orient, cull, near, height, width, image, sim,
+                  clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest_out, keep_nearest):
+        """Pose n (rotation (N, 3, 3), center (N, 3), principal (N, 2)): projection,
+        z-buffer, covered sum into ``total[n]`` and, with ``grad``, its gradient w.r.t. the
+        camera into ``g_rot[n], g_center[n], g_principal[n]``. With ``keep_nearest`` the
+        nearest faces go to ``nearest_out[n]`` (P,) (tests)."""
+        n_verts = verts.shape[0]
+        n_pix = height * width
+        # scratch per pose: a single image never pays for a batch
+        x = np.empty(n_verts, np.float32)
+        y = np.empty(n_verts, np.float32)
+        z = np.empty(n_verts, np.float32)
+        depth = np.empty(n_pix, np.float32)
+        nearest = np.empty(n_pix, np.int32)
+        _project(verts, rotation[n], center[n], principal[n], focal, x, y, z)
+        _zbuffer(x, y, z, faces, orient, cull, near, height, width, depth, nearest)
+        if keep_nearest:
+            nearest_out[n, :] = nearest
+        b = image[n]
+        gx = np.zeros(n_verts, np.float64)
+        gy = np.zeros(n_verts, np.float64)
+        total[n] = _pose_total(x, y, faces, nearest, sim[b], clutter[b if has_clutter else 0], has_clutter,
+                               width, gx, gy, grad)
+        if grad:
+            _chain(verts, rotation[n], center[n], focal, x, y, z, gx, gy, g_rot[n], g_center[n], g_principal[n])
+
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _pose_kernel(verts, rotation, center, principal, focal, faces, orient, cull, near, height, width, image, sim,
                      clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest_out, keep_nearest):
-        """Every pose n (rotation (N, 3, 3), center (N, 3), principal (N, 2)): projection,
-        z-buffer, covered sum into ``total[n]`` and, with ``grad``, its gradient w.r.t. the
-        camera into ``g_rot[n], g_center[n], g_principal[n]``; poses in parallel. With
-        ``keep_nearest`` the nearest faces go to ``nearest_out`` (N, P) (tests)."""
-        n_poses = rotation.shape[0]
-        n_verts = verts.shape[0]
-        n_pix = height * width
-        for n in numba.prange(n_poses):
-            # per pose, so that one image does not pay for a batch
-            x = np.empty(n_verts, np.float32)
-            y = np.empty(n_verts, np.float32)
-            z = np.empty(n_verts, np.float32)
-            depth = np.empty(n_pix, np.float32)
-            nearest = np.empty(n_pix, np.int32)
-            _project(verts, rotation[n], center[n], principal[n], focal, x, y, z)
-            _zbuffer(x, y, z, faces, orient, cull, near, height, width, depth, nearest)
-            if keep_nearest:
-                nearest_out[n, :] = nearest
-            b = image[n]
-            gx = np.zeros(n_verts, np.float64)
-            gy = np.zeros(n_verts, np.float64)
-            total[n] = _pose_total(x, y, faces, nearest, sim[b], clutter[b if has_clutter else 0], has_clutter,
-                                   width, gx, gy, grad)
-            if grad:
-                _chain(verts, rotation[n], center[n], focal, x, y, z, gx, gy, g_rot[n], g_center[n], g_principal[n])
+        """:func:`_one_pose` for every pose, poses in parallel."""
+        for n in numba.prange(rotation.shape[0]):
+            _one_pose(n, verts, rotation, center, principal, focal, faces, orient, cull, near, height, width, image,
+                      sim, clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest_out, keep_nearest)
+
+    @numba.njit(cache=True, nogil=True)
+    def _pose_kernel_serial(verts, rotation, center, principal, focal, faces, orient, cull, near, height, width, image,
+                            sim, clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest_out,
+                            keep_nearest):
+        """:func:`_one_pose` for every pose in the calling thread: for one pose, waking the
+        thread pool costs more than the work (measured: 1 ms against 0.1 ms on 2 busy cores)."""
+        for n in range(rotation.shape[0]):
+            _one_pose(n, verts, rotation, center, principal, focal, faces, orient, cull, near, height, width, image,
+                      sim, clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest_out, keep_nearest)
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _grid_kernel(start, pixel, vertex, bary, sim, clutter, has_clutter, out):
@@ -338,10 +354,10 @@ def _run_poses(verts: np.ndarray, rotation: torch.Tensor, center: torch.Tensor, 
     clutter, has_clutter = _clutter_array(clutter_score, height * width)
     if n_poses:
         _set_threads()
-        _pose_kernel(verts, _array(rotation), _array(center), _array(principal), np.float32(focal), mesh.faces,
-                     mesh.orientation, mesh.cull, float(near), height, width, _array(image_index, torch.int64),
-                     _array(sim), clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest,
-                     keep_nearest)
+        kernel = _pose_kernel if n_poses > 1 and numba.get_num_threads() > 1 else _pose_kernel_serial
+        kernel(verts, _array(rotation), _array(center), _array(principal), np.float32(focal), mesh.faces,
+               mesh.orientation, mesh.cull, float(near), height, width, _array(image_index, torch.int64), _array(sim),
+               clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest, keep_nearest)
     return total, g_rot, g_center, g_principal, nearest
 
 

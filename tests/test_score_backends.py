@@ -184,7 +184,8 @@ def test_final_poses_match_pytorch_on_well_separated_problems(backend):
         out[name] = solver.solve(maps.to(device), clutter.to(device))
     assert torch.equal(out[backend]["init_index"], out["torch"]["init_index"])
     assert max_angle_deg(out[backend], out["torch"]) < 0.1
-    assert torch.allclose(out[backend]["loss"], out["torch"]["loss"], rtol=1e-4)
+    # (the trajectories part at float rounding: nearby end points, nearby losses)
+    assert torch.allclose(out[backend]["loss"], out["torch"]["loss"], atol=1e-3, rtol=0)
     truth = {"azimuth": truth[:, 0], "elevation": truth[:, 1], "theta": truth[:, 2]}
     assert max_angle_deg(out[backend], truth) < 3.0                   # and they are solved
 

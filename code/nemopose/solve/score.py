@@ -215,7 +215,7 @@ class PoseScorer:
         clutter_score = offset = None
         if clutter is not None:
             cl = torch.as_tensor(clutter, dtype=torch.float32, device=self.device).reshape(1, c, 1)
-            clutter_score = (maps * cl).sum(1)                                        # (B, P)
+            clutter_score = torch.matmul(cl.reshape(1, 1, c), maps).squeeze(1)       # (B, P), one GEMV per image
             offset = clutter_score.clamp(min=0).mean(1) - clutter_score.mean(1)
         return ImageBatch(maps, sim, clutter_score, offset)
 

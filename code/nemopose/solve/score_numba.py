@@ -4,35 +4,49 @@ On the CPU the plain-PyTorch step (:func:`nemopose.render.rasterize_covered` plu
 gathers of :meth:`PoseScorer.losses`) is some tens of tensor operations, each a pass over
 (face, pixel) candidate lists in memory. The work itself is small: about a thousand front
 faces and a thousand-odd covered pixels per pose, a few tens of flops each. Here one
-optimiser step is one kernel call, parallel over the poses (images x starts); each pose is
-done start to end by one thread, in its cache:
+optimiser step is one kernel call over all poses (images x starts); each pose is done start
+to end by one thread, in its cache:
 
-1. the z-buffer: the same face table as :mod:`nemopose.render.zbuffer` (faces seen from
+1. the projection of the vertices (:func:`nemopose.geometry.project_to_screen_planes`'s
+   float32 operations, in its order);
+2. the z-buffer: the same face table as :mod:`nemopose.render.zbuffer` (faces seen from
    behind culled by the same rule, box clipped to the map, affine barycentrics and depth
-   relative to the box's first pixel, all in float32 with the same operations in the same
-   order), then every pixel of the box: inside test and depth test (the nearest face, ties
-   to the lowest index: faces are visited in order and only a strictly nearer one wins);
-2. every covered pixel: its barycentrics (the formula of
+   relative to the box's first pixel, the same float32 operations in the same order), then
+   every pixel of the box: inside test and depth test (the nearest face, ties to the lowest
+   index: faces are visited in order and only a strictly nearer one wins). The same faces
+   as PyTorch's rasteriser, pixel for pixel;
+3. every covered pixel: its barycentrics (the formula of
    :class:`nemopose.render.raster._Barycentric`), ``s_o`` read from the image's similarity
    table in place (three numbers), ``max(s_o, s_c) - max(0, s_c)`` summed over the pose's
-   pixels in pixel order (as PyTorch's ``scatter_add_``), and, when asked, the gradient of
-   that sum with respect to the screen ``x, y`` of the face's vertices (the hand-written
-   backward of ``_Barycentric``). One thread owns a pose, so no atomics are needed.
+   pixels in pixel order in float32 (as PyTorch's ``scatter_add_``: the same losses, bit for
+   bit), and, when asked, the gradient of that sum with respect to the screen ``x, y`` of
+   the face's vertices (the hand-written backward of ``_Barycentric``), in float64;
+4. that gradient carried back through the projection to the camera: rotation, centre and
+   principal point (:func:`_chain`). PyTorch's autograd takes it on to the pose through
+   :func:`nemopose.geometry.camera_rotation`, a few (N, 3, 3) operations.
+
+One thread owns a pose, so no atomics are needed. Poses are split into chunks that a few
+Python threads (as many as ``torch.get_num_threads()``) run at once, the kernels releasing
+the GIL (:func:`_in_parallel`), rather than by Numba's ``parallel=True``. Measured on the
+2 shared cores: the parallel version doubled the compile time (about 11 s more), its OpenMP
+threading layer next to PyTorch's own OpenMP runtime made a step some hundred times slower
+(10 ms against 0.1 ms for one pose), and waking its thread pool for one pose cost 1 ms.
 
 :func:`grid_totals` does the same sums for every image against the 144 pre-rasterised
 initial poses (no z-buffer, no gradient), parallel over (image, pose).
 
-The kernels are compiled on first use (some seconds) and cached on disk next to this
-module (``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache), so later processes load them
-in well under a second. :func:`covered_totals` returns the per-pose sum as an autograd
-function, as :mod:`nemopose.solve.score_triton` does; the scorer turns it into the loss.
+The kernels are compiled on first use (about 12 s on 2 busy cores) and cached on disk
+next to this module (``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache), so later
+processes load them in under a second. :func:`pose_totals` returns the per-pose sum as an autograd function, as
+:mod:`nemopose.solve.score_triton` does; the scorer turns it into the loss.
 Screen-space barycentrics only (``perspective_correct=False``, NeMo's setting);
 ``method="similarity"`` only. Without the numba package the scorer uses PyTorch.
 """
 
 from __future__ import annotations
 
-import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,12 +58,6 @@ try:
     import numba
 except ImportError:          # pragma: no cover - exercised where numba is missing
     numba = None
-
-if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
-    # Numba's own thread pool. Its OpenMP layer, next to PyTorch's own OpenMP runtime, made a
-    # one-pose step some hundred times slower on 2 cores (measured: 10 ms against 0.1 ms).
-    # (It cannot run two parallel kernels from two Python threads at once; the solver does not.)
-    numba.config.THREADING_LAYER = "workqueue"
 
 __all__ = ["unavailable_reason", "KernelMesh", "Camera", "nearest_faces", "pose_totals", "GridPixels", "grid_totals"]
 
@@ -89,9 +97,30 @@ class KernelMesh:
         return cls(faces, orientation, True)
 
 
-def _set_threads() -> None:
-    """Run the kernels on as many threads as PyTorch (``torch.set_num_threads``)."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _in_parallel(kernel, n_jobs: int, *args) -> None:
+    """``kernel(lo, hi, *args)`` over jobs ``[0, n_jobs)``, split into chunks run by as many
+    threads as PyTorch uses (``torch.set_num_threads``). The kernels release the GIL
+    (``nogil``), so the threads run them at the same time; one job, or one thread, runs in
+    the calling thread. A few chunks per thread: on shared cores a thread that loses its core
+    for a while leaves its chunks to the others."""
+    threads = max(1, torch.get_num_threads())
+    if threads == 1 or n_jobs <= 1:
+        kernel(0, n_jobs, *args)
+        return
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers != threads:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nemopose-numba")
+        pool = _POOL
+    bounds = np.linspace(0, n_jobs, min(n_jobs, 4 * threads) + 1).astype(np.int64)
+    for future in [pool.submit(kernel, lo, hi, *args) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+        future.result()
 
 
 def _array(t: torch.Tensor, dtype: torch.dtype = torch.float32) -> np.ndarray:
@@ -294,31 +323,22 @@ if numba is not None:
         if grad:
             _chain(verts, rotation[n], center[n], focal, x, y, z, gx, gy, g_rot[n], g_center[n], g_principal[n])
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _pose_kernel(verts, rotation, center, principal, focal, faces, orient, cull, near, height, width, image, sim,
-                     clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest_out, keep_nearest):
-        """:func:`_one_pose` for every pose, poses in parallel."""
-        for n in numba.prange(rotation.shape[0]):
+    @numba.njit(cache=True, nogil=True)
+    def _pose_kernel(lo, hi, verts, rotation, center, principal, focal, faces, orient, cull, near, height, width, image,
+                     sim, clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest_out, keep_nearest):
+        """:func:`_one_pose` for poses ``lo`` to ``hi - 1`` (a chunk of :func:`_in_parallel`)."""
+        for n in range(lo, hi):
             _one_pose(n, verts, rotation, center, principal, focal, faces, orient, cull, near, height, width, image,
                       sim, clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest_out, keep_nearest)
 
     @numba.njit(cache=True, nogil=True)
-    def _pose_kernel_serial(verts, rotation, center, principal, focal, faces, orient, cull, near, height, width, image,
-                            sim, clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest_out,
-                            keep_nearest):
-        """:func:`_one_pose` for every pose in the calling thread: for one pose, waking the
-        thread pool costs more than the work (measured: 1 ms against 0.1 ms on 2 busy cores)."""
-        for n in range(rotation.shape[0]):
-            _one_pose(n, verts, rotation, center, principal, focal, faces, orient, cull, near, height, width, image,
-                      sim, clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest_out, keep_nearest)
-
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _grid_kernel(start, pixel, vertex, bary, sim, clutter, has_clutter, out):
-        """``out[b, k]``: the covered sum of pre-rasterised pose k against image b; pose k's
-        covered pixels are ``start[k]:start[k + 1]`` of pixel (M,), vertex (3, M), bary (3, M)."""
-        n_images, n_poses = out.shape
+    def _grid_kernel(lo, hi, start, pixel, vertex, bary, sim, clutter, has_clutter, out):
+        """``out[b, k]`` for jobs ``b * K + k`` from ``lo`` to ``hi - 1``: the covered sum of
+        pre-rasterised pose k against image b; pose k's covered pixels are
+        ``start[k]:start[k + 1]`` of pixel (M,), vertex (3, M), bary (3, M)."""
+        n_poses = out.shape[1]
         zero = np.float32(0.0)
-        for job in numba.prange(n_images * n_poses):
+        for job in range(lo, hi):
             b = job // n_poses
             k = job - b * n_poses
             table = sim[b]
@@ -353,11 +373,10 @@ def _run_poses(verts: np.ndarray, rotation: torch.Tensor, center: torch.Tensor, 
     nearest = np.empty((n_poses, height * width) if keep_nearest else (1, 1), np.int32)
     clutter, has_clutter = _clutter_array(clutter_score, height * width)
     if n_poses:
-        _set_threads()
-        kernel = _pose_kernel if n_poses > 1 and numba.get_num_threads() > 1 else _pose_kernel_serial
-        kernel(verts, _array(rotation), _array(center), _array(principal), np.float32(focal), mesh.faces,
-               mesh.orientation, mesh.cull, float(near), height, width, _array(image_index, torch.int64), _array(sim),
-               clutter, has_clutter, grad, total, g_rot, g_center, g_principal, nearest, keep_nearest)
+        _in_parallel(_pose_kernel, n_poses, verts, _array(rotation), _array(center), _array(principal),
+                     np.float32(focal), mesh.faces, mesh.orientation, mesh.cull, float(near), height, width,
+                     _array(image_index, torch.int64), _array(sim), clutter, has_clutter, grad, total, g_rot, g_center,
+                     g_principal, nearest, keep_nearest)
     return total, g_rot, g_center, g_principal, nearest
 
 
@@ -487,6 +506,6 @@ def grid_totals(grid: GridPixels, sim: torch.Tensor, clutter_score: torch.Tensor
     out = np.empty((n_images, grid.start.shape[0] - 1), np.float32)
     clutter, has_clutter = _clutter_array(clutter_score, n_pix)
     if out.size:
-        _set_threads()
-        _grid_kernel(grid.start, grid.pixel, grid.vertex, grid.bary, _array(sim), clutter, has_clutter, out)
+        _in_parallel(_grid_kernel, out.size, grid.start, grid.pixel, grid.vertex, grid.bary, _array(sim), clutter,
+                     has_clutter, out)
     return torch.from_numpy(out)

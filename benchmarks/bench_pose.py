@@ -8,8 +8,9 @@ images against a one-image-at-a-time loop measured in the same run (same solver 
 so the 144 initial poses are pre-rendered once in both cases), and the batch of 32 again
 with back-face culling turned off (same problems; the largest pose difference between the
 two is printed), a batch with the plain-PyTorch step (``backend="torch"``, when the default
-backend is a compiled one; pose differences and initial poses compared), and a few images with the explicit feature renderer (``method="render"``:
-dense rendered feature maps compared with the image's, as the original does).
+backend is a compiled one; pose differences and initial poses compared), and a few images
+with the explicit feature renderer (``method="render"``: dense rendered feature maps
+compared with the image's, as the original does).
 
 Reference, not measured here: the original implementation needs 90 to 160 s per image on 2
 CPU threads (METHOD.md §17).

@@ -45,6 +45,7 @@ Screen-space barycentrics only (``perspective_correct=False``, NeMo's setting);
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ class KernelMesh:
         return cls(faces, orientation, True)
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None     # (process id, pool): a forked child makes its own
 _POOL_LOCK = threading.Lock()
 
 
@@ -113,11 +114,11 @@ def _in_parallel(kernel, n_jobs: int, *args) -> None:
         return
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers != threads:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nemopose-numba")
-        pool = _POOL
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers != threads:
+            if _POOL is not None and _POOL[0] == os.getpid():
+                _POOL[1].shutdown(wait=False)
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nemopose-numba"))
+        pool = _POOL[1]
     bounds = np.linspace(0, n_jobs, min(n_jobs, 4 * threads) + 1).astype(np.int64)
     for future in [pool.submit(kernel, lo, hi, *args) for lo, hi in zip(bounds[:-1], bounds[1:])]:
         future.result()

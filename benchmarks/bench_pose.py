@@ -7,8 +7,10 @@ error is printed as a check). Prints seconds per image for batches of 1, 8, 32 a
 images against a one-image-at-a-time loop measured in the same run (same solver object,
 so the 144 initial poses are pre-rendered once in both cases), and the batch of 32 again
 with back-face culling turned off (same problems; the largest pose difference between the
-two is printed), and a few images with the explicit feature renderer (``method="render"``:
-dense rendered feature maps compared with the image's, as the original does).
+two is printed), a batch with the plain-PyTorch step (``backend="torch"``, when the default
+backend is a compiled one; pose differences and initial poses compared), and a few images
+with the explicit feature renderer (``method="render"``: dense rendered feature maps
+compared with the image's, as the original does).
 
 Reference, not measured here: the original implementation needs 90 to 160 s per image on 2
 CPU threads (METHOD.md §17).
@@ -68,6 +70,10 @@ def main() -> None:
     parser.add_argument("--reference-images", type=int, default=2,
                         help="images solved with the explicit feature renderer (method=render, the "
                              "original's way: dense rendered maps), one batch (default 2; 0: skip)")
+    parser.add_argument("--torch-batch", type=int, default=8,
+                        help="also solve this batch with the plain-PyTorch step (backend='torch', the "
+                             "reference; the default backend is the compiled one where it can run) "
+                             "(default 8; 0: skip)")
     parser.add_argument("--no-culling-batch", type=int, default=32,
                         help="also solve this batch with back-face culling off (default 32; 0: skip)")
     args = parser.parse_args()
@@ -75,7 +81,11 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     verts, faces, feats, clutter, maps, poses = make_problem(max(batches + [args.loop_images]), args.channels)
     solver = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0, pose.SolverConfig(steps=args.steps))
-    solver.solve(maps[:1], clutter)  # warm-up
+    start = time.perf_counter()
+    solver.solve(maps[:1], clutter)  # warm-up: one image, then two (a compiled backend compiles or loads
+    solver.solve(maps[:2], clutter)  # its kernels here: one pose per call, several poses per call)
+    print(f"first calls (1 image, then 2; {solver.scorer.backend} backend, kernels compiled or loaded from "
+          f"the cache): {time.perf_counter() - start:.1f} s")
 
     start = time.perf_counter()
     loop_res = [solver.solve(maps[i:i + 1], clutter) for i in range(args.loop_images)]
@@ -105,6 +115,22 @@ def main() -> None:
                                        {k: res[k].double().numpy() for k in ("azimuth", "elevation", "theta")})
             print(f"batch {b}, culling on vs off: largest pose difference {np.degrees(diff.max()):.3f} deg "
                   f"(solver: {'culls' if solver.scorer.cull_backfaces else 'does not cull'} by default)")
+    b = args.torch_batch
+    if b and solver.scorer.backend != "torch":
+        plain = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0,
+                                    pose.SolverConfig(steps=args.steps, backend="torch"))
+        plain.solve(maps[:1], clutter)  # warm-up
+        start = time.perf_counter()
+        res = plain.solve(maps[:b], clutter)
+        per_image = (time.perf_counter() - start) / b
+        rows.append([f"batch {b}, torch backend", b, f"{per_image:.3f}", f"{loop_s / per_image:.1f}x",
+                     f"{median_error_deg(res, poses[:b]):.2f}"])
+        if b in results:
+            diff = geometry.pose_error({k: results[b][k].double().numpy() for k in ("azimuth", "elevation", "theta")},
+                                       {k: res[k].double().numpy() for k in ("azimuth", "elevation", "theta")})
+            same = int((results[b]["init_index"] == res["init_index"]).sum())
+            print(f"batch {b}, {solver.scorer.backend} vs torch backend: largest pose difference "
+                  f"{np.degrees(diff.max()):.3f} deg, same initial pose for {same}/{b}")
     n = args.reference_images
     if n:
         ref = pose.MeshPoseSolver(verts, faces, feats, (32, 84), 5.0,
@@ -120,8 +146,8 @@ def main() -> None:
                                        {k: res[k].double().numpy() for k in ("azimuth", "elevation", "theta")})
             print(f"explicit render vs batch {max(batches)}: largest pose difference {np.degrees(diff.max()):.3f} deg "
                   f"on {n} images")
-    print_table(f"Pose solver, car 32x84, {len(verts)}-vertex cuboid, {args.channels}-d, 144 inits, "
-                f"{args.steps} steps ({environment_line()})",
+    print_table(f"Pose solver ({solver.scorer.backend} backend), car 32x84, {len(verts)}-vertex cuboid, "
+                f"{args.channels}-d, 144 inits, {args.steps} steps ({environment_line()})",
                 ["mode", "images", "s/image", "speed-up vs loop", "median err (deg)"], rows)
 
 

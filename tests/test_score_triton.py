@@ -195,7 +195,8 @@ def test_solver_falls_back_to_pytorch(monkeypatch, caplog, fault):
 @pytest.mark.skipif(DEVICE.type == "cuda", reason="the CPU-only refusal needs a machine without CUDA")
 def test_backend_choice():
     verts, faces, feats, _, _ = small_problem()
-    assert score.resolve_backend("auto", torch.device("cpu")) == "torch"
+    # "auto" never picks Triton on the CPU (there: Numba where installed, test_score_backends.py)
+    assert score.resolve_backend("auto", torch.device("cpu")) in ("torch", "numba")
     with pytest.raises(ValueError, match="screen-space"):
         score.PoseScorer(verts, faces, feats, (H, W), backend="triton", perspective_correct=True)
     with pytest.raises(ValueError, match="backend must be one of"):

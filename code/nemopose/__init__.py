@@ -37,6 +37,7 @@ solve/     pose by render-and-compare
                   over several meshes
     score         the scorer interface and its PyTorch reference (the loss of any poses)
     score_triton  the same loss and gradient as Triton kernels (CUDA)
+    score_numba   the same loss and gradient as compiled CPU kernels (Numba)
     solver        the Adam optimiser over images x starts (``MeshPoseSolver``)
 
 train/     TrainNeMo.sh (``python -m nemopose.train``)

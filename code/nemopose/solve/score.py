@@ -38,17 +38,20 @@ from ..errors import UsageError
 log = logging.getLogger(__name__)
 
 METHODS = ("similarity", "render")
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ("auto", "torch", "triton", "numba")
 
 
 def resolve_backend(backend: str, device: torch.device, *, method: str = "similarity",
                     perspective_correct: bool = False) -> str:
-    """The backend of :meth:`PoseScorer.losses`: "torch" (plain PyTorch, the reference) or
-    "triton" (two fused kernels, :mod:`nemopose.solve.score_triton`). "auto": Triton on CUDA when
-    it can run there (the triton package, screen-space barycentrics, the similarity method),
-    PyTorch otherwise; "triton" raises when it cannot run."""
+    """The backend of :meth:`PoseScorer.losses`: "torch" (plain PyTorch, the reference),
+    "triton" (two fused kernels, :mod:`nemopose.solve.score_triton`) or "numba" (one compiled
+    CPU kernel per step, :mod:`nemopose.solve.score_numba`). "auto": Triton on CUDA and Numba
+    on the CPU when they can run there (their package, screen-space barycentrics, the
+    similarity method), PyTorch otherwise; "triton" and "numba" raise when they cannot run."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numba" or (backend == "auto" and device.type == "cpu"):
+        return _resolve_numba(backend, device, method, perspective_correct)
     if backend == "torch" or (backend == "auto" and device.type != "cuda"):
         return "torch"
     from . import score_triton
@@ -149,7 +152,8 @@ class PoseScorer:
             otherwise); False: never.
         device: where to compute.
         backend: how :meth:`losses` computes (see :func:`resolve_backend`): "auto"
-            (default: Triton kernels on CUDA, plain PyTorch on the CPU), "torch" or "triton".
+            (default: Triton kernels on CUDA, a Numba kernel on the CPU), "torch", "triton"
+            or "numba".
     """
 
     def __init__(self, verts, faces, vertex_features, map_size: tuple[int, int], *, method: str = "similarity",
@@ -172,6 +176,7 @@ class PoseScorer:
         self.perspective_correct = perspective_correct
         self.backend = resolve_backend(backend, self.device, method=method, perspective_correct=perspective_correct)
         self._kernel_mesh = None                   # the faces as the Triton kernels read them
+        self._numba_camera = self._numba_grid = None  # the Numba kernels' mesh and initial poses
         self.face_orientation = None               # (F,) outward orientation when culling
         if cull_backfaces or cull_backfaces is None:
             orientation = mesh.convex_face_orientation(self.verts.cpu().numpy(), self.faces.cpu().numpy())
@@ -224,7 +229,7 @@ class PoseScorer:
         clutter_score = offset = None
         if clutter is not None:
             cl = torch.as_tensor(clutter, dtype=torch.float32, device=self.device).reshape(1, c, 1)
-            clutter_score = (maps * cl).sum(1)                                        # (B, P)
+            clutter_score = torch.matmul(cl.reshape(1, 1, c), maps).squeeze(1)       # (B, P), one GEMV per image
             offset = clutter_score.clamp(min=0).mean(1) - clutter_score.mean(1)
             if out is not None:
                 clutter_score = out.clutter_score.copy_(clutter_score)
@@ -289,6 +294,8 @@ class PoseScorer:
         ``method="render"`` renders dense feature maps."""
         if self.method == "render":
             return self.fragment_losses(self.rasterize(centers, thetas, shift), image_index, images)
+        if self.backend == "numba":
+            return self._numba_losses(images, centers, thetas, image_index, shift)
         if self.backend == "triton" and self._kernel_mesh is None:
             self._check_triton(images, centers, thetas, image_index, shift)
         total = self._covered_totals(self.backend, images, self.screen(centers, thetas, shift, planar=True),
@@ -379,6 +386,8 @@ class PoseScorer:
         ``max(0, s_c)``, a per-image sum (:func:`covered_pose_loss`).
         """
         b, k, n_pix = len(images), fragments.pix_to_face.shape[0], self.num_pixels
+        if self.backend == "numba":
+            return self._numba_grid_losses(images, fragments)
         if self.method == "render":    # the explicit reference: one image at a time
             with torch.no_grad():
                 return torch.stack([self.fragment_losses(fragments, torch.full((k,), i, device=self.device), images)
@@ -404,3 +413,55 @@ class PoseScorer:
                     offset = images.clutter_offset[start:start + n].unsqueeze(1)        # (n, 1)
                 out.append(covered_pose_loss(covered_sum(s_o, s_c, pose_of, k), offset, n_pix))
             return torch.cat(out)
+
+    # ------------------------------------------------------------------ the Numba backend (CPU)
+    # Everything the "numba" backend adds to the scorer is here; the kernels are in
+    # nemopose.solve.score_numba.
+
+    def _numba_losses(self, images: ImageBatch, centers: torch.Tensor, thetas: torch.Tensor,
+                      image_index: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`losses` by the Numba pose kernel: projection, z-buffer, covered sum and its
+        gradient in one call. If the first call fails (e.g. neither a compiled cache nor a
+        working compiler), warn and use PyTorch from then on."""
+        from . import score_numba
+        first = self._numba_camera is None
+        if first:
+            self._numba_camera = score_numba.Camera.build(self.verts, self.faces, self.face_orientation, self.camera)
+        try:
+            total = score_numba.pose_totals(self._numba_camera, centers, thetas, shift, image_index, images.sim,
+                                            images.clutter_score)
+        except Exception as exc:      # noqa: BLE001 - only the first call; PyTorch is the reference
+            if not first:
+                raise
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("the Numba pose loss failed (%s); solving with the PyTorch backend", line)
+            self.backend = "torch"
+            return self.losses(images, centers, thetas, image_index, shift)
+        offset = images.clutter_offset.index_select(0, image_index) if images.clutter_score is not None else None
+        return covered_pose_loss(total, offset, self.num_pixels)
+
+    def _numba_grid_losses(self, images: ImageBatch, fragments: render.Fragments) -> torch.Tensor:
+        """:meth:`grid_losses` by the Numba grid kernel: every image against every
+        pre-rasterised pose, parallel over (image, pose), reading the tables in place. The
+        poses' covered pixels are listed once per ``fragments`` object."""
+        from . import score_numba
+        if self._numba_grid is None or self._numba_grid[0] is not fragments:
+            self._numba_grid = (fragments, score_numba.GridPixels.build(fragments.pix_to_face, fragments.bary,
+                                                                        self.faces))
+        total = score_numba.grid_totals(self._numba_grid[1], images.sim, images.clutter_score)   # (B, K)
+        offset = images.clutter_offset.unsqueeze(1) if images.clutter_score is not None else None
+        return covered_pose_loss(total, offset, self.num_pixels)
+
+
+def _resolve_numba(backend: str, device: torch.device, method: str, perspective_correct: bool) -> str:
+    """:func:`resolve_backend` on the CPU: "numba" where its kernels can run, else "torch"
+    ("numba" asked for explicitly raises instead)."""
+    from . import score_numba
+    reason = score_numba.unavailable_reason(device)
+    if reason is None and perspective_correct:
+        reason = "the Numba kernels use screen-space barycentrics (perspective_correct=False)"
+    if reason is None and method != "similarity":
+        reason = f"the Numba kernels implement method='similarity', not {method!r}"
+    if reason is not None and backend == "numba":
+        raise UsageError(f"solver backend 'numba' cannot run here: {reason}; use 'auto' or 'torch'")
+    return "torch" if reason is not None else "numba"

@@ -55,8 +55,9 @@ class SolverConfig:
             mesh such as the cuboids, about twice as fast); None (default): when the mesh
             is closed and convex; see :class:`nemopose.solve.score.PoseScorer`.
         method: "similarity" (fast, default) or "render" (explicit feature rendering).
-        backend: "auto" (default: two fused Triton kernels per step on CUDA, plain PyTorch
-            on the CPU), "torch" or "triton" (:func:`nemopose.solve.score.resolve_backend`). On
+        backend: "auto" (default: two fused Triton kernels per step on CUDA, one Numba
+            kernel per step on the CPU), "torch", "triton" or "numba"
+            (:func:`nemopose.solve.score.resolve_backend`). On
             first use the scorer checks the Triton loss and gradient against PyTorch's on a
             few poses; if they fail or disagree it warns and uses PyTorch.
         chunk_bytes: memory budget of a chunk of images solved together; None (default)

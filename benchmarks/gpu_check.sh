@@ -124,7 +124,7 @@ drivers() {
 export -f elapsed remaining versions has_cuda has_pytest pytest_files drivers
 
 main() {
-    echo "nemopose gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), repo $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'), budget ${BUDGET} s"
+    echo "nemopose gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), repo $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') ($(git -C "$REPO" status --porcelain 2>/dev/null | wc -l) paths differ from it), budget ${BUDGET} s"
     section "versions" 30 versions
     local dev=cuda
     if [[ "$ON_CPU" == yes ]]; then

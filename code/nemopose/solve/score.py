@@ -51,18 +51,26 @@ def resolve_backend(backend: str, device: torch.device, *, method: str = "simila
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "numba" or (backend == "auto" and device.type == "cpu"):
-        return _resolve_numba(backend, device, method, perspective_correct)
+        from . import score_numba
+        return _compiled_backend("numba", "Numba", score_numba, backend, device, method, perspective_correct)
     if backend == "torch" or (backend == "auto" and device.type != "cuda"):
         return "torch"
     from . import score_triton
-    reason = score_triton.unavailable_reason(device)
+    return _compiled_backend("triton", "Triton", score_triton, backend, device, method, perspective_correct)
+
+
+def _compiled_backend(name: str, label: str, module, backend: str, device: torch.device, method: str,
+                      perspective_correct: bool) -> str:
+    """``name`` where ``module``'s kernels can run these settings, else "torch"; asked for
+    explicitly (``backend == name``) and unable to run, it raises instead."""
+    reason = module.unavailable_reason(device)
     if reason is None and perspective_correct:
-        reason = "the Triton kernels use screen-space barycentrics (perspective_correct=False)"
+        reason = f"the {label} kernels use screen-space barycentrics (perspective_correct=False)"
     if reason is None and method != "similarity":
-        reason = f"the Triton kernels implement method='similarity', not {method!r}"
-    if reason is not None and backend == "triton":
-        raise UsageError(f"solver backend 'triton' cannot run here: {reason}; use 'auto' or 'torch'")
-    return "torch" if reason is not None else "triton"
+        reason = f"the {label} kernels implement method='similarity', not {method!r}"
+    if reason is not None and backend == name:
+        raise UsageError(f"solver backend {name!r} cannot run here: {reason}; use 'auto' or 'torch'")
+    return "torch" if reason is not None else name
 
 
 def pose_loss(object_score: torch.Tensor, clutter_score: torch.Tensor | None) -> torch.Tensor:
@@ -451,17 +459,3 @@ class PoseScorer:
         total = score_numba.grid_totals(self._numba_grid[1], images.sim, images.clutter_score)   # (B, K)
         offset = images.clutter_offset.unsqueeze(1) if images.clutter_score is not None else None
         return covered_pose_loss(total, offset, self.num_pixels)
-
-
-def _resolve_numba(backend: str, device: torch.device, method: str, perspective_correct: bool) -> str:
-    """:func:`resolve_backend` on the CPU: "numba" where its kernels can run, else "torch"
-    ("numba" asked for explicitly raises instead)."""
-    from . import score_numba
-    reason = score_numba.unavailable_reason(device)
-    if reason is None and perspective_correct:
-        reason = "the Numba kernels use screen-space barycentrics (perspective_correct=False)"
-    if reason is None and method != "similarity":
-        reason = f"the Numba kernels implement method='similarity', not {method!r}"
-    if reason is not None and backend == "numba":
-        raise UsageError(f"solver backend 'numba' cannot run here: {reason}; use 'auto' or 'torch'")
-    return "torch" if reason is not None else "numba"

@@ -1,21 +1,28 @@
-"""Pose prediction on unlabeled images (METHOD.md §16; the original's PredUnlabeledDataset).
+"""Pose from photos: the predictor of unlabeled images (METHOD.md §16; the original's
+PredUnlabeledDataset, extended).
 
-The library API::
+The library API (paths as the demo, ``bash code/demo.sh``, leaves them)::
 
     from nemopose.predict import PosePredictor
-    predictor = PosePredictor.from_checkpoint("exp/NeMo_single/saved_model_car_799.pth", "car",
-                                              dataroot="data")          # cuboids of PrepareData.sh
-    poses = predictor.predict(["a.jpg", pil_image, uint8_array])        # one Prediction per image
-    poses[0].azimuth, poses[0].elevation, poses[0].theta                # radians
+    predictor = PosePredictor.from_experiment("exp/synthetic_demo", "car", dataroot="data/synthetic_demo")
+    for p in predictor.predict(["photo.jpg"], boxes=[[(135, 91, 470, 353)]]):     # or detect=True
+        print(p.box, p.azimuth_deg, p.elevation_deg, p.theta_deg, p.distance, p.score, p.object_found)
 
-The object should be roughly at the scale of the training crops (PASCAL3D+ objects rescaled to
-distance 5; ``scale`` resizes the inputs first) and roughly centred: each image is placed in
-the category's crop (by default fitted into it, aspect kept, zero padding), and the solver
-also optimises a 2D translation of the principal point (and starts from several shifts).
-With several meshes (multi) the lowest loss wins.
+Each object is given by a box (``boxes=``, per image a list of ``(x0, y0, x1, y1)`` in its
+pixels), found by a COCO detector (``detect=True``, :mod:`nemopose.photo.detect`), or, with
+neither, the whole image is the box. A box is cropped as the data preparation crops a
+PASCAL3D+ object, at the scale that gives it the size the category's objects have in the
+training crops (:mod:`nemopose.photo.boxes`); the pose is solved with the principal point
+fixed; then the photo is cropped once more exactly as the preparation would with that pose
+(centred on the object's projected origin, resized so that it sits at distance 5) and
+solved again. A whole image is tried at several scales, with the principal point
+optimised from a grid of shifts over it, and the best candidate (presence score) is
+re-cropped the same way. Every prediction has a presence score and ``object_found``
+(:mod:`nemopose.photo.presence`, threshold from :mod:`nemopose.photo.calibration`).
 
-CLI: ``python -m nemopose.predict --category car --images a.jpg b.jpg`` prints and saves the
-poses (CSV) and a picture of the mesh over each image.
+CLI: ``python -m nemopose.predict --category car --images a.jpg b.jpg [--boxes boxes.csv |
+--detect]`` writes predictions.csv (one row per image and box) and one picture per image
+at its own resolution with the meshes drawn over the objects.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,33 +42,49 @@ from PIL import Image
 
 from . import constants, geometry
 from .data import layout
+from .data.crop import CropError, crop_geometry
 from .data.datasets import normalize_image
 from .data.pascal3d import load_image_array
-from .distributed import choose_device
 from .errors import UsageError
-from .experiment import Experiment
-from .train.model import NeMoNet
+from .experiment import CheckpointNotFound, Experiment
+from .photo.boxes import Box, ObjectSizes, Placement, boxes_for_images, crop_box, crop_placement, place_image, \
+    read_boxes_csv
+from .photo.calibration import PhotoCalibration
+from .photo.presence import presence_scores
 from .solve.neural_mesh import MeshSolution, NeuralMesh, load_trained, solve_over_meshes
 from .solve.solver import MeshPoseSolver, SolverConfig
+from .train.model import NeMoNet
 from .utils import atomic_path, setup_logging
 
 log = logging.getLogger("nemopose.predict")
 
+__all__ = ["PosePredictor", "Prediction", "place_image", "shift_grid", "as_rgb_array"]
+
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
+BoxInput = Box | Sequence[float]
+WHOLE_IMAGE_SCALES = (1.0, 1.6, 2.5, 4.0)   # whole-image size / object size tried without a box
+CSV_COLUMNS = ("image", "x0", "y0", "x1", "y1", "azimuth", "elevation", "theta", "azimuth_deg", "elevation_deg",
+               "theta_deg", "distance", "score", "object_found")
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The pose of the object in one image.
+    """The pose of one object in one image.
 
     Attributes:
-        azimuth, elevation, theta: radians (PASCAL3D+ convention).
+        azimuth, elevation, theta: radians (PASCAL3D+ convention); NaN when no box was found.
         distance: PASCAL3D+ distance for a camera of focal length ``M f = 3000`` pixels on the
             input image (:func:`nemopose.geometry.pascal_distance`).
-        render_distance: the solver's distance (render camera).
+        render_distance: the solver's distance (render camera) on the crop.
         shift_x, shift_y: where the object's origin projects, relative to the input image's
             centre, in input-image pixels (x right, y down).
         loss: the final render-and-compare loss; mesh: the mesh used (1-based).
+        image: index of the input image; box: the box used (x0, y0, x1, y1), input pixels
+            (the whole image without a box; None when the detector found nothing).
+        scale: crop pixels per input pixel of the final crop.
+        score: the presence score (:mod:`nemopose.photo.presence`); object_found: score >=
+            the calibrated threshold (None without a calibration).
+        detector_score: the detector's confidence (``detect=True``), else None.
     """
 
     azimuth: float
@@ -72,9 +96,39 @@ class Prediction:
     shift_y: float
     loss: float
     mesh: int
+    image: int = 0
+    box: tuple[float, float, float, float] | None = None
+    scale: float = float("nan")
+    score: float = float("nan")
+    object_found: bool | None = None
+    detector_score: float | None = None
 
-    def as_dict(self) -> dict[str, float]:
+    azimuth_deg = property(lambda self: math.degrees(self.azimuth))
+    elevation_deg = property(lambda self: math.degrees(self.elevation))
+    theta_deg = property(lambda self: math.degrees(self.theta))
+
+    @classmethod
+    def nothing(cls, image: int) -> "Prediction":
+        """The answer for an image in which the detector found no object."""
+        nan = float("nan")
+        return cls(nan, nan, nan, nan, nan, nan, nan, nan, 0, image=image, object_found=False)
+
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def csv_row(self, image_name: str) -> dict[str, Any]:
+        """The row of predictions.csv (:data:`CSV_COLUMNS`, then loss, mesh, render_distance,
+        shift, scale and detector score)."""
+        box = self.box or (float("nan"),) * 4
+        found = "" if self.object_found is None else ("yes" if self.object_found else "no")
+        row = {"image": image_name, "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
+               "azimuth": self.azimuth, "elevation": self.elevation, "theta": self.theta,
+               "azimuth_deg": self.azimuth_deg, "elevation_deg": self.elevation_deg, "theta_deg": self.theta_deg,
+               "distance": self.distance, "score": self.score, "object_found": found, "loss": self.loss,
+               "mesh": self.mesh, "render_distance": self.render_distance, "shift_x": self.shift_x,
+               "shift_y": self.shift_y, "scale": self.scale,
+               "detector_score": "" if self.detector_score is None else self.detector_score}
+        return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()}
 
 
 def as_rgb_array(image: ImageInput) -> np.ndarray:
@@ -92,54 +146,35 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
     return np.ascontiguousarray(array[..., :3])
 
 
-@dataclass(frozen=True)
-class Placement:
-    """An input image on the network's canvas.
-
-    Attributes:
-        canvas: (H, W, 3) uint8, H and W multiples of the stride.
-        scale: canvas pixels per input pixel.
-        offset: (x, y) canvas centre minus the input image's centre, in canvas pixels.
-    """
-
-    canvas: np.ndarray
-    scale: float
-    offset: tuple[float, float]
-
-
-def place_image(image: np.ndarray, size: tuple[int, int], scale: float | None = None) -> Placement:
-    """Put an image on a zero canvas for the network.
-
-    ``scale`` None: the largest scale that fits the image into ``size`` (the category's crop,
-    aspect kept), centred. A given ``scale``: the image resized by it and centred on a canvas
-    of at least ``size``, grown to hold all of it (rounded up to the stride), so nothing is
-    cut whatever the object's place.
-    """
-    h, w = size
-    ih, iw = image.shape[:2]
-    scale = min(h / ih, w / iw) if scale is None else float(scale)
-    if not scale > 0:
-        raise UsageError(f"scale must be > 0, got {scale}")
-    nh, nw = max(1, round(ih * scale)), max(1, round(iw * scale))
-    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR)) if (nh, nw) != (ih, iw) else image
-    step = constants.DOWNSAMPLE_RATE
-    ch, cw = max(h, -(-nh // step) * step), max(w, -(-nw // step) * step)
-    canvas = np.zeros((ch, cw, 3), dtype=np.uint8)
-    top, left = (ch - nh) // 2, (cw - nw) // 2
-    canvas[top:top + nh, left:left + nw] = resized
-    return Placement(canvas, scale, (cw / 2 - (left + nw / 2), ch / 2 - (top + nh / 2)))
+def shift_grid(map_size: tuple[int, int], crop_map: tuple[int, int] | None = None, fraction: float = 0.08,
+               spacing: float = 0.25) -> list[tuple[float, float]]:
+    """Initial principal-point shifts (x, y) in map pixels, so that an off-centre object
+    starts near its place: over a map no larger than the crop's, a 3 x 3 grid spanning
+    +-``fraction`` of the map; over a larger map (a whole image at a larger scale), points
+    every ``spacing`` crop-map sides out to where the object's centre can be."""
+    crop_map = crop_map or map_size
+    axes = []
+    for size, crop in zip(map_size[::-1], crop_map[::-1]):          # x (width) first
+        reach = max(0.0, (size - crop) / 2) + fraction * crop
+        n = max(3, math.ceil(2 * reach / (spacing * crop)) + 1)
+        n += (n + 1) % 2                                              # odd: the centre is a point
+        axes.append(np.linspace(-reach, reach, n))
+    return [(float(dx), float(dy)) for dy in axes[1] for dx in axes[0]]
 
 
-def shift_grid(map_size: tuple[int, int], fraction: float = 0.08, steps: int = 1) -> list[tuple[float, float]]:
-    """Initial principal-point shifts (x, y) in map pixels: a (2 steps + 1)^2 grid spanning
-    +-``fraction`` of the map size, so an off-centre object starts near its place."""
-    h, w = map_size
-    ticks = [k / steps for k in range(-steps, steps + 1)]
-    return [(dx * fraction * w, dy * fraction * h) for dy in ticks for dx in ticks]
+@dataclass
+class _Job:
+    """One object to solve: which image, its box, and the placement being solved."""
+
+    image: int
+    box: Box
+    placed: Placement
+    detector_score: float | None = None
+    result: Prediction | None = field(default=None)
 
 
 class PosePredictor:
-    """Estimates object poses in arbitrary images with a trained NeMo.
+    """Estimates object poses in photos with a trained NeMo.
 
     Args:
         model: the network (test-time forward).
@@ -148,18 +183,24 @@ class PosePredictor:
         image_scale: the scale of the crops the network was trained on (1 = PASCAL3D+; the
             synthetic demo uses 0.5).
         device: where to run.
-        translation: optimise the principal point, from a grid of initial shifts
-            (:func:`shift_grid`); off: the object must be centred.
-        solver: :class:`SolverConfig` (default: the paper's settings); its translation
-            settings are set from ``translation``. (More starts, ``num_starts=3``, made the
-            off-centre release images of the tests worse, not better: the lowest final loss
-            there is not always the right pose.)
-        batch_size: images through the network and the solver together.
+        translation: optimise the principal point. None (default): only where the object's
+            place is unknown (a whole image); True: also for boxes; False: never.
+        solver: :class:`SolverConfig` (default: the paper's settings).
+        batch_size: crops through the network together.
+        calibration: the photo calibration (object sizes, presence threshold); None: read
+            the object sizes from ``dataroot``'s prepared training set, no yes/no.
+        dataroot: where the prepared data is (for the object sizes without a calibration).
+        refine: re-crop every object as the preparation would at its first pose and solve
+            again (off: one solve per object).
+        detector: the detector's name (:data:`nemopose.photo.detect.DETECTORS`) for
+            ``detect=True``; download, mirror: how its weights are fetched.
     """
 
     def __init__(self, model: NeMoNet, meshes: Sequence[NeuralMesh], category: str, image_scale: float = 1.0,
-                 device: torch.device | str = "cpu", *, translation: bool = True, solver: SolverConfig | None = None,
-                 batch_size: int = 16):
+                 device: torch.device | str = "cpu", *, translation: bool | None = None,
+                 solver: SolverConfig | None = None, batch_size: int = 16, calibration: PhotoCalibration | None = None,
+                 dataroot: str | os.PathLike | None = None, refine: bool = True,
+                 detector: str = "fasterrcnn_resnet50_fpn_v2", download: str = "auto", mirror: str | None = None):
         self.category = constants.check_category(category)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -167,92 +208,332 @@ class PosePredictor:
         self.image_scale = float(image_scale)
         self.crop_size = constants.image_size(category, self.image_scale)
         self.map_size = constants.feature_map_size(category, self.image_scale)
-        self.solver_config = replace(solver or SolverConfig(), optimize_translation=translation,
-                                     init_shifts=((0.0, 0.0),))   # the shift grid follows each map size
+        self.translation = translation
+        self.solver_config = replace(solver or SolverConfig(), optimize_translation=False, init_shifts=((0.0, 0.0),))
         self.batch_size = batch_size
-        self._solver_cache: dict[tuple[int, int], list[MeshPoseSolver]] = {}
+        self._sizes: ObjectSizes | None = None
+        self.calibration = calibration
+        self.dataroot = dataroot
+        self.refine = refine
+        self.detector_name, self.download, self.mirror = detector, download, mirror
+        self._detector = None
+        self._solver_cache: dict[tuple, list[MeshPoseSolver]] = {}
+        self._warned_uncalibrated = False
+
+    # ------------------------------------------------------------------ construction
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, category: str, *, dataroot: str | os.PathLike = "data",
                         mesh_d: str = "single", mesh_paths: Sequence[str | os.PathLike] | None = None,
                         image_scale: float | None = None, device: str = "cpu", **kwargs: Any) -> "PosePredictor":
-        """Load a checkpoint (ours or the authors') and its cuboid meshes (``mesh_paths``, or
-        those of PrepareData.sh under ``dataroot``). ``image_scale`` defaults to the one the
-        checkpoint was trained at (1 for the authors')."""
+        """Load a checkpoint (ours or the authors'), its cuboid meshes (``mesh_paths``, or
+        those of PrepareData.sh under ``dataroot``) and its photo calibration
+        (``<checkpoint>.photo.json``, when there). ``image_scale`` defaults to the one the
+        checkpoint was trained at (1 for the authors').
+
+        Raises:
+            CheckpointNotFound when ``checkpoint`` does not exist; UsageError for a device
+            that is not there; DataNotFound for missing meshes.
+        """
         category = constants.check_category(category)
+        if not Path(checkpoint).is_file():
+            raise CheckpointNotFound(f"checkpoint {checkpoint} does not exist (PosePredictor.from_experiment picks "
+                                     "the last one of an experiment folder)")
+        dev = check_device(device)
         paths = list(mesh_paths) if mesh_paths else layout.cuboid_paths(dataroot, mesh_d, category)
-        model, meshes, info = load_trained(checkpoint, paths, choose_device(device))
+        model, meshes, info = load_trained(checkpoint, paths, dev)
         scale = image_scale if image_scale is not None else float(info.get("image_scale") or 1.0)
-        return cls(model, meshes, category, scale, choose_device(device), **kwargs)
+        kwargs.setdefault("calibration", PhotoCalibration.find(checkpoint))
+        return cls(model, meshes, category, scale, dev, dataroot=dataroot, **kwargs)
 
-    def _solvers(self, map_size: tuple[int, int]) -> list[MeshPoseSolver]:
-        """One solver per mesh for maps of ``map_size`` (the render camera keeps the training
-        crops' focal length, so a larger canvas only widens the field of view)."""
-        if map_size not in self._solver_cache:
-            config = replace(self.solver_config, init_shifts=shift_grid(map_size)) \
-                if self.solver_config.optimize_translation else self.solver_config
-            self._solver_cache[map_size] = [
-                MeshPoseSolver(m.verts, m.faces, m.vertex_features, map_size, constants.RENDER_DISTANCE[self.category],
-                               config, self.device, render_size=max(self.map_size)) for m in self.meshes]
-        return self._solver_cache[map_size]
+    @classmethod
+    def from_experiment(cls, exproot: str | os.PathLike, category: str, *, epoch: str = "last",
+                        mesh_d: str = "single", **kwargs: Any) -> "PosePredictor":
+        """:meth:`from_checkpoint` with the checkpoint of an experiment folder (``epoch``:
+        ``last``, a number, ``authors`` or a path)."""
+        checkpoint = Experiment(exproot, mesh_d).resolve_checkpoint(constants.check_category(category), epoch)
+        return cls.from_checkpoint(checkpoint, category, mesh_d=mesh_d, **kwargs)
 
-    def predict(self, images: Sequence[ImageInput] | ImageInput, scale: float | None = None) -> list[Prediction]:
-        """One :class:`Prediction` per image (a single image is accepted too).
+    @property
+    def calibration(self) -> PhotoCalibration | None:
+        """The photo calibration (object sizes, presence threshold), or None."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, value: PhotoCalibration | None) -> None:
+        self._calibration = value
+        if value is not None:
+            self._sizes = value.object_sizes
+
+    @property
+    def object_sizes(self) -> ObjectSizes:
+        """The training objects' size by box shape: the calibration's, else the prepared
+        training set's (needs ``dataroot``)."""
+        if self._sizes is None:
+            if self.dataroot is None:
+                raise UsageError("boxes need the object sizes of the training set: give dataroot= or a calibration")
+            self._sizes = ObjectSizes.from_prepared(self.dataroot, self.category, self.image_scale)
+        return self._sizes
+
+    def detector(self):
+        """The COCO detector (loaded, and its weights fetched, on first use)."""
+        if self._detector is None:
+            from .photo.detect import ObjectDetector
+
+            self._detector = ObjectDetector.load(self.detector_name, device=self.device, download=self.download,
+                                                 mirror=self.mirror)
+        return self._detector
+
+    # ------------------------------------------------------------------ the API
+
+    def predict(self, images: Sequence[ImageInput] | ImageInput, boxes: Sequence[Sequence[BoxInput]] | None = None,
+                *, detect: bool = False, min_score: float = 0.5, scale: float | None = None) -> list[Prediction]:
+        """Poses of the objects in ``images``: one :class:`Prediction` per (image, box), in
+        image order (a single image is accepted too).
 
         Args:
             images: file paths, PIL images or uint8 arrays.
-            scale: resize factor from input pixels to training-crop pixels (None: fit the
-                whole image into the crop; given: the whole image at that scale, on a canvas
-                as large as needed).
+            boxes: per image, a list of boxes (x0, y0, x1, y1) in its pixels (for a single
+                image, its list of boxes).
+            detect: find the boxes with the COCO detector (``min_score``: its confidence
+                threshold); an image where it finds nothing gets one prediction with NaN
+                pose and ``object_found=False``.
+            scale: without boxes: the whole image at this scale (crop pixels per input
+                pixel) instead of the scale search; with boxes: this scale for every box.
         """
-        if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
+        single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
+        if single:
             images = [images]
-        placed = [place_image(as_rgb_array(image), self.crop_size, scale) for image in images]
-        out: list[Prediction | None] = [None] * len(placed)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, p in enumerate(placed):
-            groups.setdefault(p.canvas.shape[:2], []).append(i)
+            boxes = None if boxes is None else [boxes]
+        arrays = [as_rgb_array(image) for image in images]
+        if boxes is not None and detect:
+            raise UsageError("give boxes or detect=True, not both")
+        if boxes is not None and len(boxes) != len(arrays):
+            raise UsageError(f"boxes: one list per image, got {len(boxes)} lists for {len(arrays)} images")
+        detector_scores: list[list[float | None]] | None = None
+        if detect:
+            found = self.detector().detect(arrays, self.category, min_score=min_score)
+            boxes = [[Box.of(d.box) for d in dets] for dets in found]
+            detector_scores = [[d.score for d in dets] for dets in found]
+        if boxes is None:
+            results = self._predict_whole(arrays, scale)
+        else:
+            jobs = []
+            for i, (array, image_boxes) in enumerate(zip(arrays, boxes)):
+                for k, value in enumerate(image_boxes):
+                    box = Box.of(value)
+                    if not box.overlaps(array.shape[:2]):
+                        raise UsageError(f"image {i}: box {box.as_tuple()} lies outside the "
+                                         f"{array.shape[1]}x{array.shape[0]} image")
+                    rate = scale if scale is not None else self.object_sizes.scale_for(box)
+                    jobs.append(_Job(i, box, crop_box(array, box, rate, self.crop_size),
+                                     None if detector_scores is None else detector_scores[i][k]))
+            self._solve_jobs(arrays, jobs, translation=bool(self.translation))
+            results = [job.result for job in jobs]
+            done = {job.image for job in jobs}
+            results += [Prediction.nothing(i) for i in range(len(arrays)) if i not in done]
+            results.sort(key=lambda p: p.image)      # stable: boxes keep their order
+        return [self._decide(p) for p in results]
+
+    # ------------------------------------------------------------------ the steps
+
+    def _predict_whole(self, arrays: list[np.ndarray], scale: float | None) -> list[Prediction]:
+        """Whole images: at ``scale``, or at each of :data:`WHOLE_IMAGE_SCALES` times the
+        scale that would make the image the size of a training object, the principal point
+        optimised; the best presence score wins, then the refinement."""
+        translation = self.translation is not False
+        best: list[_Job | None] = [None] * len(arrays)
+        for factor in ((1.0,) if scale is not None else WHOLE_IMAGE_SCALES):
+            jobs = []
+            for i, array in enumerate(arrays):
+                whole = Box.whole(array.shape[:2])
+                rate = scale if scale is not None else factor * self.object_sizes.scale_for(whole)
+                jobs.append(_Job(i, whole, place_image(array, self.crop_size, rate)))
+            self._solve_jobs(arrays, jobs, translation, refine=False)
+            for job in jobs:
+                if best[job.image] is None or job.result.score > best[job.image].result.score:
+                    best[job.image] = job
+        jobs = [job for job in best if job is not None]
+        if self.refine:
+            self._refine(arrays, jobs, boxed=False)
+        return [job.result for job in jobs]
+
+    def _solve_jobs(self, arrays: list[np.ndarray], jobs: list[_Job], translation: bool,
+                    refine: bool | None = None) -> None:
+        """Solve every job's placement (grouped by canvas shape), then refine."""
+        groups: dict[tuple[int, int], list[_Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.placed.canvas.shape[:2], []).append(job)
         for shape, members in groups.items():
             map_size = (shape[0] // constants.DOWNSAMPLE_RATE, shape[1] // constants.DOWNSAMPLE_RATE)
+            solvers = self._solvers(map_size, translation)
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start:start + self.batch_size]
-                batch = torch.stack([normalize_image(torch.from_numpy(placed[i].canvas).permute(2, 0, 1))
-                                     for i in chunk])
-                with torch.no_grad():
-                    maps = self.model(batch.to(self.device)).float()
-                for i, sol in zip(chunk, solve_over_meshes(self._solvers(map_size), self.meshes, maps)):
-                    out[i] = self._prediction(sol, placed[i])
-        return out  # type: ignore[return-value]
+                maps = self._feature_maps([job.placed.canvas for job in chunk])
+                solutions = solve_over_meshes(solvers, self.meshes, maps)
+                scores = self._scores(solvers, maps, solutions)
+                for job, sol, score in zip(chunk, solutions, scores):
+                    job.result = self._prediction(sol, score, job, arrays[job.image].shape[:2])
+        if self.refine if refine is None else refine:
+            self._refine(arrays, jobs)
 
-    def _prediction(self, sol: MeshSolution, placed: Placement) -> Prediction:
-        """Solver output (map pixels, render distance) -> input-image pixels, PASCAL3D+ distance."""
+    def _refine(self, arrays: list[np.ndarray], jobs: list[_Job], boxed: bool = True) -> None:
+        """Crop each object again as the preparation crops a PASCAL3D+ object with its first
+        pose (centred on the projected origin, resized to put it at distance 5; METHOD.md
+        §6.1) and solve with the principal point fixed.
+
+        Where the object's origin projects: with the translation optimised, the solved
+        principal point; with a box and a fixed principal point, the box's centre minus the
+        offset between the projected mesh's box centre and its origin at the first pose
+        (the origin of a car seen from above projects above its box's centre). Objects
+        whose crop cannot be made keep their first pose."""
+        pairs = []
+        for job in jobs:
+            p = job.result
+            if not (p is not None and math.isfinite(p.distance) and p.distance > 0):
+                continue
+            h, w = arrays[job.image].shape[:2]
+            origin = np.array([w / 2 + p.shift_x, h / 2 + p.shift_y])
+            if boxed and not (self.translation is True):
+                origin = np.asarray(job.box.center) - self._box_centre_offset(job)
+            try:
+                geo = crop_geometry(np.array(job.box.as_tuple()), origin, p.distance, (h, w), self.crop_size,
+                                    self.image_scale, center="principal")
+            except CropError as exc:
+                log.debug("image %d: no refinement (%s)", job.image, exc)
+                continue
+            pairs.append((job, _Job(job.image, job.box, crop_placement(arrays[job.image], geo), job.detector_score)))
+        if pairs:
+            self._solve_jobs(arrays, [new for _, new in pairs], translation=self.translation is True,
+                             refine=False)
+        for job, new in pairs:
+            job.result = new.result
+
+    def _box_centre_offset(self, job: _Job) -> np.ndarray:
+        """(x, y) input pixels from the object's projected origin to the centre of the
+        projected mesh's box, at the job's pose."""
+        p, shape = job.result, job.placed.canvas.shape[:2]
         stride = constants.DOWNSAMPLE_RATE
+        scorer = self._solvers((shape[0] // stride, shape[1] // stride), False)[p.mesh - 1].scorer
+        pose = torch.tensor([[p.azimuth, p.elevation, p.render_distance]], dtype=torch.float32)
+        centre = geometry.camera_center(pose[:, 0], pose[:, 1], pose[:, 2]).to(scorer.device)
+        screen = scorer.screen(centre, torch.tensor([p.theta], dtype=torch.float32, device=scorer.device))[0, :, :2]
+        box_centre = (screen.min(0).values + screen.max(0).values).cpu().numpy() / 2
+        return (box_centre - np.asarray(scorer.camera.principal)) * stride / job.placed.scale
+
+    def _feature_maps(self, canvases: list[np.ndarray]) -> torch.Tensor:
+        batch = torch.stack([normalize_image(torch.from_numpy(c).permute(2, 0, 1)) for c in canvases])
+        with torch.no_grad():
+            return self.model(batch.to(self.device)).float()
+
+    def _scores(self, solvers: list[MeshPoseSolver], maps: torch.Tensor, solutions: list[MeshSolution]) -> list[float]:
+        """The presence score of each image's solution (with its winning mesh)."""
+        scores = [0.0] * len(solutions)
+        for m, (mesh, solver) in enumerate(zip(self.meshes, solvers)):
+            rows = [i for i, s in enumerate(solutions) if s.mesh == mesh.index]
+            if not rows:
+                continue
+            poses = torch.tensor([[solutions[i].azimuth, solutions[i].elevation, solutions[i].theta,
+                                   solutions[i].distance] for i in rows])
+            shifts = torch.tensor([[solutions[i].shift_x, solutions[i].shift_y] for i in rows])
+            for i, value in zip(rows, presence_scores(solver, maps[rows], mesh.clutter, poses, shifts).tolist()):
+                scores[i] = value
+        return scores
+
+    def _solvers(self, map_size: tuple[int, int], translation: bool) -> list[MeshPoseSolver]:
+        """One solver per mesh for maps of ``map_size`` (the render camera keeps the training
+        crops' focal length, so a larger canvas only widens the field of view)."""
+        key = (map_size, translation)
+        if key not in self._solver_cache:
+            config = self.solver_config
+            if translation:
+                config = replace(config, optimize_translation=True, init_shifts=shift_grid(map_size, self.map_size))
+            self._solver_cache[key] = [
+                MeshPoseSolver(m.verts, m.faces, m.vertex_features, map_size, constants.RENDER_DISTANCE[self.category],
+                               config, self.device, render_size=max(self.map_size)) for m in self.meshes]
+        return self._solver_cache[key]
+
+    def _prediction(self, sol: MeshSolution, score: float, job: _Job, image_hw: tuple[int, int]) -> Prediction:
+        """Solver output (map pixels, render distance) -> input-image pixels, PASCAL3D+ distance."""
+        stride, placed = constants.DOWNSAMPLE_RATE, job.placed
         return Prediction(
             azimuth=sol.azimuth, elevation=sol.elevation, theta=sol.theta,
             distance=float(geometry.pascal_distance(sol.distance, placed.scale, self.map_size)),
             render_distance=sol.distance,
             shift_x=(sol.shift_x * stride + placed.offset[0]) / placed.scale,
             shift_y=(sol.shift_y * stride + placed.offset[1]) / placed.scale,
-            loss=sol.loss, mesh=sol.mesh)
+            loss=sol.loss, mesh=sol.mesh, image=job.image, box=job.box.as_tuple(), scale=placed.scale,
+            score=float(score), detector_score=job.detector_score)
 
-    def overlay(self, image: ImageInput, prediction: Prediction, scale: float | None = None) -> np.ndarray:
-        """The image on the network's canvas with the predicted mesh drawn over it, (H, W, 3) uint8."""
-        from .tools.visualize import overlay_mesh
+    def _decide(self, p: Prediction) -> Prediction:
+        """``object_found`` from the calibrated threshold (kept False where nothing was found)."""
+        if p.object_found is False and p.box is None:
+            return p
+        if self.calibration is None or self.calibration.threshold is None:
+            if not self._warned_uncalibrated:
+                log.warning("no photo calibration for this checkpoint: object_found is left empty "
+                            "(python -m nemopose.predict --calibrate ... writes it)")
+                self._warned_uncalibrated = True
+            return p
+        return replace(p, object_found=bool(p.score >= self.calibration.threshold))
 
-        placed = place_image(as_rgb_array(image), self.crop_size, scale)
-        mesh = self.meshes[prediction.mesh - 1]
-        pose = (prediction.azimuth, prediction.elevation, prediction.theta, prediction.render_distance)
-        shift = (prediction.shift_x * placed.scale - placed.offset[0], prediction.shift_y * placed.scale - placed.offset[1])
-        return overlay_mesh(placed.canvas, mesh.verts, mesh.faces, pose, shift=shift,
-                            render_size=max(self.crop_size))
+    # ------------------------------------------------------------------ pictures
+
+    def overlay(self, image: ImageInput, predictions: Sequence[Prediction]) -> np.ndarray:
+        """The image at its own resolution with each object's box and mesh drawn over it,
+        (H, W, 3) uint8 (:func:`nemopose.photo.draw.draw_predictions`)."""
+        from .photo.draw import draw_predictions
+
+        return draw_predictions(as_rgb_array(image), predictions, self.meshes, max(self.crop_size))
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device, or a one-line UsageError when it is not there."""
+    text = str(device)
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise UsageError(f"device={text!r} but torch.cuda.is_available() is False ({why}); use device='cpu'")
+    if text not in ("cpu",) and not text.startswith("cuda"):
+        raise UsageError(f"device must be 'cpu' or 'cuda[:i]', got {text!r}")
+    return torch.device(text)
+
+
+def example_commands(exproot: str | os.PathLike, dataroot: str | os.PathLike, category: str = "car",
+                     mesh_d: str = "single") -> str:
+    """The Python and shell lines that run the predictor on one of ``dataroot``'s synthetic
+    release images with its annotated box (what the demo prints at its end)."""
+    from .data.mat_record import load_record
+    from .data.pascal3d import Pascal3DRelease
+
+    release = Pascal3DRelease(layout.release_root(dataroot))
+    lay = layout.split_layout(dataroot, "val", category)
+    names = layout.read_list(lay.mesh_list_path(mesh_d, 1)) if lay.mesh_list_path(mesh_d, 1).is_file() else []
+    if not names:
+        raise UsageError(f"no prepared val images of {category} in {dataroot}")
+    image = release.image_path(category, names[0])
+    box = tuple(round(float(v)) for v in load_record(release.annotation_path(category, names[0]), category).bbox)
+    return (f"python -m nemopose.predict --category {category} --exproot {exproot} --dataroot {dataroot} "
+            f"--images {image} --boxes boxes.csv     # boxes.csv: image,x0,y0,x1,y1 / {image.name},"
+            f"{','.join(map(str, box))}\n"
+            f"from nemopose.predict import PosePredictor\n"
+            f"predictor = PosePredictor.from_experiment(\"{exproot}\", \"{category}\", dataroot=\"{dataroot}\")\n"
+            f"for p in predictor.predict([\"{image}\"], boxes=[[{box}]]):\n"
+            f"    print(p.azimuth_deg, p.elevation_deg, p.theta_deg, p.distance, p.score, p.object_found)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Predict object poses on unlabeled images with a trained NeMo.")
+    p = argparse.ArgumentParser(description="Object poses in photos with a trained NeMo: one row per (image, box) in "
+                                            "<out>/predictions.csv and one picture per image.")
     p.add_argument("--category", required=True, help="object category, e.g. car")
-    p.add_argument("--images", nargs="+", required=True, help="image files")
-    p.add_argument("--checkpoint", default=None,
-                   help="checkpoint file (default: the last one in <exproot>/NeMo_<mesh-d>)")
+    p.add_argument("--images", nargs="+", default=[], help="image files")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--boxes", default=None, help="CSV with the header image,x0,y0,x1,y1 (input pixels), "
+                                                     "one row per object")
+    where.add_argument("--detect", action="store_true", help="find the objects with a COCO detector")
+    p.add_argument("--detector", default="fasterrcnn_resnet50_fpn_v2", help="torchvision detector for --detect")
+    p.add_argument("--min-score", type=float, default=0.5, help="the detector's confidence threshold (default 0.5)")
+    p.add_argument("--checkpoint", default="last",
+                   help="checkpoint file, an epoch, last (default) or authors, in <exproot>/NeMo_<mesh-d>")
     p.add_argument("--exproot", default="exp", help="experiment folder (default exp)")
     p.add_argument("--dataroot", default="data", help="data folder holding the cuboid meshes (default data)")
     p.add_argument("--mesh-d", default="single", choices=constants.MESH_DIMENSIONS, help="default single")
@@ -260,35 +541,67 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-scale", type=float, default=None,
                    help="crop scale of the training data (default: the checkpoint's; 1 for the authors')")
     p.add_argument("--scale", type=float, default=None,
-                   help="resize the inputs by this factor (default: fit each image into the crop)")
-    p.add_argument("--no-translation", action="store_true", help="do not optimise the principal point")
+                   help="crop pixels per input pixel (default: from the box, or searched for a whole image)")
+    p.add_argument("--translation", choices=("auto", "yes", "no"), default="auto",
+                   help="optimise the principal point: auto (default) only for whole images")
     p.add_argument("--steps", type=int, default=300, help="Adam steps (default 300)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="(re)calibrate the object sizes and the presence threshold on --dataroot's prepared crops, "
+                        "save <checkpoint>.photo.json, and predict the --images if any")
+    p.add_argument("--print-example", action="store_true", help="print a command and a Python snippet that run on "
+                                                                "--dataroot's synthetic images, and exit")
     p.add_argument("--out", default="predictions", help="output folder (default predictions)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--download", default=os.environ.get("DOWNLOAD", "auto"), choices=("auto", "no"),
+                   help="fetch the detector's weights when missing (default $DOWNLOAD or auto)")
+    p.add_argument("--mirror", default=os.environ.get("DOWNLOAD_MIRROR") or None,
+                   help="base URL or folder holding the weights (default $DOWNLOAD_MIRROR)")
     args = p.parse_args(argv)
     setup_logging()
     category = constants.check_category(args.category)
+    if args.print_example:
+        print(example_commands(args.exproot, args.dataroot, category, args.mesh_d))
+        return 0
+    if not args.images and not args.calibrate:
+        raise UsageError("give --images (or --calibrate, or --print-example)")
     images = [as_rgb_array(path) for path in args.images]    # bad files are reported before anything loads
-    checkpoint = args.checkpoint or Experiment(args.exproot, args.mesh_d).final_checkpoint(category)
-    predictor = PosePredictor.from_checkpoint(checkpoint, category, dataroot=args.dataroot, mesh_d=args.mesh_d,
-                                              mesh_paths=args.mesh, image_scale=args.image_scale, device=args.device,
-                                              translation=not args.no_translation, solver=SolverConfig(steps=args.steps))
-    predictions = predictor.predict(images, scale=args.scale)
+    boxes = boxes_for_images(read_boxes_csv(args.boxes), args.images, args.boxes) if args.boxes else None
+    checkpoint = Experiment(args.exproot, args.mesh_d).resolve_checkpoint(category, args.checkpoint)
+    predictor = PosePredictor.from_checkpoint(
+        checkpoint, category, dataroot=args.dataroot, mesh_d=args.mesh_d, mesh_paths=args.mesh,
+        image_scale=args.image_scale, device=args.device, solver=SolverConfig(steps=args.steps),
+        translation={"auto": None, "yes": True, "no": False}[args.translation], detector=args.detector,
+        download=args.download, mirror=args.mirror)
+    if args.calibrate:
+        from .photo.calibration import calibrate, calibration_record
+
+        calibration = calibrate(predictor, args.dataroot)
+        path = PhotoCalibration.path_for(checkpoint)
+        calibration.save(path, **calibration_record(checkpoint, args.dataroot))
+        print(f"photo calibration of {category} saved to {path}\n{calibration.summary()}", flush=True)
+        if not images:
+            return 0
+    predictions = predictor.predict(images, boxes, detect=args.detect, min_score=args.min_score, scale=args.scale)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for path, image, pred in zip(args.images, images, predictions):
-        rows.append({"image": str(path), **pred.as_dict()})
-        Image.fromarray(predictor.overlay(image, pred, args.scale)).save(out_dir / f"{Path(path).stem}_pose.png")
-        print(f"{path}: azimuth {np.degrees(pred.azimuth):.1f} elevation {np.degrees(pred.elevation):.1f} "
-              f"theta {np.degrees(pred.theta):.1f} deg, distance {pred.distance:.2f} (PASCAL3D+ units), "
-              f"object centre {pred.shift_x:+.1f} {pred.shift_y:+.1f} px from the image centre, "
-              f"loss {pred.loss:.4f}", flush=True)
+    rows = [pred.csv_row(str(args.images[pred.image])) for pred in predictions]
     with atomic_path(out_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    log.info("wrote %s and %d pictures", out_dir / "predictions.csv", len(rows))
+    for i, (path, image) in enumerate(zip(args.images, images)):
+        mine = [pred for pred in predictions if pred.image == i]
+        with atomic_path(out_dir / f"{Path(path).stem}_pose.png", suffix=".png") as tmp:
+            Image.fromarray(predictor.overlay(image, mine)).save(tmp)
+        for pred in mine:
+            found = {True: "yes", False: "no", None: "?"}[pred.object_found]
+            if pred.box is None:
+                print(f"{path}: no {category} found by the detector", flush=True)
+                continue
+            print(f"{path} box {tuple(round(v) for v in pred.box)}: azimuth {pred.azimuth_deg:.1f} elevation "
+                  f"{pred.elevation_deg:.1f} theta {pred.theta_deg:.1f} deg, distance {pred.distance:.2f} "
+                  f"(PASCAL3D+ units), score {pred.score:.3f}, object found: {found}", flush=True)
+    log.info("wrote %s (%d rows) and %d pictures", out_dir / "predictions.csv", len(rows), len(images))
     return 0
 
 

@@ -87,7 +87,7 @@ CROP_CENTERS = ("principal", "bbox")
 
 def crop_geometry(bbox: np.ndarray, principal: np.ndarray, distance: float, image_hw: tuple[int, int],
                   out_shape: tuple[int, int], image_scale: float = 1.0,
-                  center: str = "principal") -> CropGeometry:
+                  center: str = "principal", resize_rate: float | None = None) -> CropGeometry:
     """Crop window, padding and object boxes of METHOD.md §6.1 for one object.
 
     Args:
@@ -100,6 +100,8 @@ def crop_geometry(bbox: np.ndarray, principal: np.ndarray, distance: float, imag
         center: ``"principal"`` (NeMo: the principal point scaled by r, truncated) or
             ``"bbox"`` (the authors' later pipeline, e.g. the VoGE sample car: the centre
             ``(lo + hi) // 2`` of the scaled int object box).
+        resize_rate: r given directly (``distance`` and ``image_scale`` are then unused): the
+            photo predictor crops a box at the scale of the training objects this way.
     Returns:
         :class:`CropGeometry`.
     Raises:
@@ -110,7 +112,10 @@ def crop_geometry(bbox: np.ndarray, principal: np.ndarray, distance: float, imag
     if out_h % 2 or out_w % 2:
         raise ValueError(f"crop size must be even, got {out_shape}")
     bx0, by0, bx1, by1 = (int(v) for v in np.asarray(bbox, dtype=np.float64).astype(np.int32))
-    rate = original_resize_rate(distance, (by1 - by0, bx1 - bx0), image_scale)
+    rate = (float(resize_rate) if resize_rate is not None
+            else original_resize_rate(distance, (by1 - by0, bx1 - bx0), image_scale))
+    if not rate > 0:
+        raise CropError(f"resize rate must be > 0, got {rate}")
 
     oy0, oy1, ox0, ox1 = _clip_box(by0, by1, bx0, bx1, height, width)
     if oy1 <= oy0 or ox1 <= ox0:
@@ -152,7 +157,7 @@ def resize_bilinear(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"resize_bilinear: expected (H, W, C), got {image.shape}")
     if tuple(image.shape[:2]) == tuple(size_hw):
         return image.copy()
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(image, copy=not image.flags.writeable)).permute(2, 0, 1)[None].float()
     y = torch.nn.functional.interpolate(x, size=tuple(int(s) for s in size_hw), mode="bilinear",
                                         align_corners=False, antialias=False)
     return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()

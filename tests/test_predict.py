@@ -44,7 +44,8 @@ def test_predictor_recovers_poses_on_val_crops(demo_predictor):
     # file paths, PIL images and arrays are the same input
     inputs = [str(lay.image_path(n)) if i % 3 == 0 else Image.open(lay.image_path(n)) if i % 3 == 1
               else np.asarray(Image.open(lay.image_path(n)).convert("RGB")) for i, n in enumerate(names)]
-    predictions = predictor.predict(inputs)
+    boxes = [[(b[2], b[0], b[3], b[1])] for b in (annotation.load(lay.annotation_path(n))["box_obj"] for n in names)]
+    predictions = predictor.predict(inputs, boxes=boxes)          # each crop with its object's box
     err = errors_deg(predictions, truths)
     assert np.mean(err < 30) >= 0.9, np.round(err, 1)
     # different images, different poses (the broken predictor returned one pose for all)
@@ -149,7 +150,7 @@ def test_predict_cli_writes_what_it_predicts(demo_predictor, tmp_path, capsys):
                                   "--dataroot", str(dataroot), "--out", str(tmp_path)]) == 0
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
     header = rows[0].split(",")
-    assert header[:4] == ["image", "azimuth", "elevation", "theta"] and len(rows) == 3
+    assert header[:len(predict.CSV_COLUMNS)] == list(predict.CSV_COLUMNS) and len(rows) == 3
     api = predictor.predict(images)
     for row, p in zip(rows[1:], api):
         values = dict(zip(header, row.split(",")))

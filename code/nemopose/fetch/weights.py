@@ -2,12 +2,16 @@
 
 :func:`fetch_imagenet_weights` is what training calls: the cached file, or a hash-checked
 download through torchvision's weights API (or from a mirror), or an error that says what
-to do offline. :func:`nemopose.train.model.load_resnet50` only reads the cache.
+to do offline. The file is named after its URL in ``torch.hub.get_dir()/checkpoints``
+(moved with TORCH_HOME), and ``torch.hub.load_state_dict_from_url(check_hash=True)`` refuses
+a file whose sha256 does not start with the hex after the last ``-`` of its name (nothing is
+left in the cache then). :func:`nemopose.train.model.load_resnet50` only reads the cache.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from pathlib import Path
 
@@ -27,7 +31,7 @@ class PretrainedWeightsMissing(NemoPoseError, FileNotFoundError):
 
 def imagenet_weights_path() -> Path:
     """Where torchvision caches its ImageNet ResNet-50 (``$TORCH_HOME/hub/checkpoints``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET50_IMAGENET_FILE
+    return hub_checkpoint_path(RESNET50_IMAGENET_URL)
 
 
 def fetch_imagenet_weights(download: str = "auto", mirror: str | None = None, progress: bool = True) -> Path:
@@ -38,16 +42,10 @@ def fetch_imagenet_weights(download: str = "auto", mirror: str | None = None, pr
     Raises:
         PretrainedWeightsMissing with instructions when they cannot be had.
     """
-    path = imagenet_weights_path()
-    if path.is_file():
-        return path
-    if download == "no":
-        raise PretrainedWeightsMissing(f"ImageNet ResNet-50 weights not found at {path} and downloading is off; "
-                                       f"put {RESNET50_IMAGENET_URL} there, or use --pretrained random")
-    try:
-        return imagenet_resnet50(mirror_url(mirror, RESNET50_IMAGENET_FILE) if mirror else None, progress=progress)
-    except DownloadError as exc:
-        raise PretrainedWeightsMissing(str(exc)) from exc
+    return _fetch_hub_weights(RESNET50_IMAGENET_URL, download=download, mirror=mirror, progress=progress,
+                              what="ImageNet ResNet-50 weights", missing=PretrainedWeightsMissing,
+                              offline_hint="use --pretrained random",
+                              failed_hint="start from random weights with --pretrained random")
 
 
 def imagenet_resnet50(url: str | None = None, progress: bool = True) -> Path:
@@ -71,7 +69,43 @@ def imagenet_resnet50(url: str | None = None, progress: bool = True) -> Path:
         from torchvision.models import ResNet50_Weights  # a slow import: only when needed
 
         url = ResNet50_Weights.IMAGENET1K_V1.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlsplit(url).path)
+    return _hub_download(url, what="ImageNet ResNet-50 weights", progress=progress,
+                         failed_hint="start from random weights with --pretrained random")
+
+
+# ----------------------------------------------------------------------------- the torch hub cache
+
+
+def hub_checkpoint_path(url: str) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url(url)`` keeps its file: the URL's file name in
+    ``torch.hub.get_dir()/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlsplit(url).path)
+
+
+def _fetch_hub_weights(url: str, *, download: str, mirror: str | None, progress: bool, what: str,
+                       missing: type[NemoPoseError], offline_hint: str, failed_hint: str) -> Path:
+    """The file of ``url`` in the hub cache; else ``download == "no"`` raises ``missing``, else it
+    is downloaded from ``url`` or ``<mirror>/<its file name>`` (:func:`_hub_download`)."""
+    path = hub_checkpoint_path(url)
+    if path.is_file():
+        return path
+    if download == "no":
+        raise missing(f"{what} not found at {path} and downloading is off; put {url} there, or {offline_hint}")
+    source = _openable(mirror_url(mirror, path.name)) if mirror else url
+    try:
+        return _hub_download(source, what=what, progress=progress, failed_hint=failed_hint)
+    except DownloadError as exc:
+        raise missing(str(exc)) from exc
+
+
+def _hub_download(url: str, *, what: str, progress: bool, failed_hint: str) -> Path:
+    """``url``'s file in the hub cache, downloaded and hash-checked by torch.hub when absent.
+
+    Raises:
+        DownloadError with the URL, where to put the file by hand, and ``failed_hint``; a file
+        that failed its check is removed from the cache.
+    """
+    path = hub_checkpoint_path(url)
     if path.is_file():
         return path
     try:
@@ -80,9 +114,17 @@ def imagenet_resnet50(url: str | None = None, progress: bool = True) -> Path:
         if path.exists():  # never leave a file that failed its check where the cache looks
             path.unlink()
         raise DownloadError(
-            f"could not get the ImageNet ResNet-50 weights from {url} ({type(exc).__name__}: {exc}). "
+            f"could not get the {what} from {url} ({type(exc).__name__}: {exc}). "
             f"Download that file by hand and put it at {path} (set TORCH_HOME to move the cache), "
-            "or start from random weights with --pretrained random.") from exc
+            f"or {failed_hint}.") from exc
     if not path.is_file():
         raise DownloadError(f"torch.hub reported success but {path} does not exist; check TORCH_HOME")
     return path
+
+
+def _openable(source: str) -> str:
+    """A :func:`~nemopose.fetch.download.mirror_url` result that urllib can open: a local path
+    (a mirror folder) becomes a ``file://`` URL."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", source):
+        return source
+    return Path(source).resolve().as_uri()

@@ -1,11 +1,13 @@
-"""Pretrained weights: torchvision's ImageNet ResNet-50, in the torch hub cache.
+"""Pretrained weights in the torch hub cache: torchvision's ImageNet ResNet-50 and its COCO detectors.
 
-:func:`fetch_imagenet_weights` is what training calls: the cached file, or a hash-checked
-download through torchvision's weights API (or from a mirror), or an error that says what
-to do offline. The file is named after its URL in ``torch.hub.get_dir()/checkpoints``
-(moved with TORCH_HOME), and ``torch.hub.load_state_dict_from_url(check_hash=True)`` refuses
-a file whose sha256 does not start with the hex after the last ``-`` of its name (nothing is
-left in the cache then). :func:`nemopose.train.model.load_resnet50` only reads the cache.
+:func:`fetch_imagenet_weights` is what training calls, :func:`fetch_detector_weights` what
+photos with ``--detect`` need (:mod:`nemopose.photo.detect`): the cached file, or a
+hash-checked download through torchvision's weights API (or from a mirror), or an error
+that says what to do offline. Both share one path: the file is named after its URL in
+``torch.hub.get_dir()/checkpoints`` (moved with TORCH_HOME), and
+``torch.hub.load_state_dict_from_url(check_hash=True)`` refuses a file whose sha256 does not
+start with the hex after the last ``-`` of its name (nothing is left in the cache then).
+:func:`nemopose.train.model.load_resnet50` only reads the cache.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import NemoPoseError
-from .download import DownloadError, mirror_url
+from ..errors import NemoPoseError, UsageError
+from .download import DOWNLOAD_MODES, DownloadError, mirror_url
 
 # torchvision's ImageNet ResNet-50 (V1, what the original's ``pretrained=True`` loaded).
 RESNET50_IMAGENET_FILE = "resnet50-0676ba61.pth"
@@ -71,6 +73,59 @@ def imagenet_resnet50(url: str | None = None, progress: bool = True) -> Path:
         url = ResNet50_Weights.IMAGENET1K_V1.url
     return _hub_download(url, what="ImageNet ResNet-50 weights", progress=progress,
                          failed_hint="start from random weights with --pretrained random")
+
+
+# ----------------------------------------------------------------------------- COCO detectors
+
+
+class DetectorWeightsMissing(NemoPoseError, FileNotFoundError):
+    """A COCO detector's weights were asked for but are not available offline."""
+
+
+def detector_weights_path(name: str = "fasterrcnn_resnet50_fpn_v2") -> Path:
+    """Where torchvision caches the COCO weights of detector ``name`` (``$TORCH_HOME/hub/checkpoints``).
+
+    Raises:
+        UsageError for a name that is not in :data:`nemopose.photo.detect.DETECTORS`.
+    """
+    return hub_checkpoint_path(_detector_url(name))
+
+
+def fetch_detector_weights(name: str = "fasterrcnn_resnet50_fpn_v2", download: str = "auto",
+                           mirror: str | None = None, progress: bool = True) -> Path:
+    """The COCO weights of torchvision detector ``name`` in the torch hub cache, downloaded
+    when missing (and ``download`` is not ``"no"``) from the URL of its torchvision weights
+    (``FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1`` for the default; hash-checked, torch's
+    progress bar), or from ``<mirror>/<the same file name>``.
+
+    Args:
+        name: a key of :data:`nemopose.photo.detect.DETECTORS`.
+        download: ``auto`` or ``yes`` fetches missing weights; ``no`` never touches the network.
+        mirror: a base URL or a local folder holding the file under its torchvision name
+            (e.g. ``fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth``).
+        progress: show torch's progress bar.
+
+    Returns:
+        Path of the cached file (its name is the URL's: the sha256 prefix after the last ``-``
+        was checked when it was downloaded).
+
+    Raises:
+        UsageError for an unknown detector name or download mode.
+        DetectorWeightsMissing with instructions (the cache path, the URL to put there by hand,
+        ``--boxes`` instead of ``--detect``) when the weights cannot be had.
+    """
+    if download not in DOWNLOAD_MODES:
+        raise UsageError(f"download must be one of {', '.join(DOWNLOAD_MODES)}, got {download!r}")
+    return _fetch_hub_weights(_detector_url(name), download=download, mirror=mirror, progress=progress,
+                              what=f"COCO weights of the {name} detector", missing=DetectorWeightsMissing,
+                              offline_hint="give the objects' boxes with --boxes instead of --detect",
+                              failed_hint="give the objects' boxes with --boxes instead of --detect")
+
+
+def _detector_url(name: str) -> str:
+    from ..photo.detect import detector_spec  # the registry lives with the detectors (torchvision import)
+
+    return detector_spec(name).weights.url
 
 
 # ----------------------------------------------------------------------------- the torch hub cache

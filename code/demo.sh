@@ -40,5 +40,18 @@ done
 stage "summary (the tables of each level are printed above, and in summary.txt)"
 source code/env.sh
 "$PY" -m nemopose.evaluate --exproot "$EXPROOT" --mesh-d single --summary-only
+
+example=""
+if [[ " $CATEGORIES " == *" car "* ]]; then
+    stage "your own photos: the predictor on a synthetic photo with its box (its first use calibrates the no-object answer)"
+    shown_python=$([[ "$PY" == "$REPO_DIR/.venv/bin/python" ]] && echo .venv/bin/python || echo "$PY")
+    example=$("$PY" -m nemopose.predict --category car --exproot "$EXPROOT" --dataroot "$DATAROOT" \
+              --print-example --python "$shown_python")
+    eval "$(head -n 1 <<< "$example")"
+fi
 printf '\nDemo (DEMO_SEED=%s) finished in %d s. Outputs: %s/Accuracy_single/ (tables, per-image CSV), %s/NeMo_single/ (checkpoints).\n' \
     "$DEMO_SEED" "$(( $(date +%s) - start ))" "$EXPROOT" "$EXPROOT"
+if [[ -n "$example" ]]; then
+    printf '\nYour own photos (README "Your own images"): the line the demo just ran (its picture and CSV are in %s/photos/),\n\n%s\n' \
+        "$EXPROOT" "$example"
+fi

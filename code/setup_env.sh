@@ -15,9 +15,21 @@ if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)
     exit 1
 fi
 
+# code/ on the venv's path (a .pth file), so that `.venv/bin/python -m nemopose.<tool>` and
+# `import nemopose` work from any folder without PYTHONPATH
+link_code() {
+    "$VENV/bin/python" - "$REPO/code" <<'PY'
+import pathlib, site, sys
+pth = pathlib.Path(site.getsitepackages()[0]) / "nemopose-code.pth"
+if not pth.is_file() or pth.read_text().strip() != sys.argv[1]:
+    pth.write_text(sys.argv[1] + "\n")
+PY
+}
+
 stamp="$VENV/.nemopose-requirements"
 want="$(cat "$REPO/requirements.txt" "$REPO/tests/requirements.txt" | sha256sum | cut -d' ' -f1)"
 if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    link_code
     exit 0
 fi
 
@@ -31,4 +43,5 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${extra[@]}" \
     -r "$REPO/requirements.txt" -r "$REPO/tests/requirements.txt"
 "$VENV/bin/python" -c 'import torch, torchvision, numpy, scipy, PIL, tqdm; print("[setup] torch", torch.__version__, "ready")'
+link_code
 echo "$want" > "$stamp"

@@ -24,8 +24,7 @@ from nemopose.data.pascal3d import Pascal3DRelease, load_image_array
 from nemopose.errors import UsageError
 from nemopose.experiment import CheckpointNotFound, Experiment
 from nemopose.photo import boxes as B
-from nemopose.photo.calibration import PhotoCalibration, calibrate, calibration_record, choose_threshold, \
-    negative_images
+from nemopose.photo.calibration import PhotoCalibration, choose_threshold, negative_images
 from nemopose.predict import PosePredictor, Prediction
 
 ANGLES = ("azimuth", "elevation", "theta")
@@ -124,10 +123,9 @@ def photos(demo_car, tmp_path_factory):
     dataroot, exproot = demo_car
     exp = linked_experiment(exproot, tmp_path_factory.mktemp("photo") / "exp")
     checkpoint = Experiment(exp, "single").final_checkpoint("car")
-    predictor = PosePredictor.from_checkpoint(checkpoint, "car", dataroot=dataroot)
-    assert predictor.calibration is None
-    calibration = calibrate(predictor, dataroot)
-    calibration.save(PhotoCalibration.path_for(checkpoint), **calibration_record(checkpoint, dataroot))
+    assert PosePredictor.from_checkpoint(checkpoint, "car", dataroot=dataroot, calibrate="no").calibration is None
+    first = PosePredictor.from_checkpoint(checkpoint, "car", dataroot=dataroot)     # calibrates once, stores it
+    assert PhotoCalibration.path_for(checkpoint).is_file() and first.calibration.threshold is not None
     lay = layout.split_layout(dataroot, "val", "car")
     release = Pascal3DRelease(layout.release_root(dataroot))
     names = layout.read_list(lay.mesh_list_path("single", 1))[:N_IMAGES]

@@ -26,7 +26,7 @@ def demo_predictor(demo_car):
     split's layout and its first N_IMAGES names."""
     dataroot, exproot = demo_car
     predictor = PosePredictor.from_checkpoint(Experiment(exproot, "single").final_checkpoint("car"), "car",
-                                              dataroot=dataroot)
+                                              dataroot=dataroot, calibrate="no")     # writes nothing there
     lay = layout.split_layout(dataroot, "val", "car")
     names = layout.read_list(lay.mesh_list_path("single", 1))[:N_IMAGES]
     return dataroot, lay, names, predictor
@@ -144,16 +144,19 @@ def test_place_image_centres_and_scales():
 def test_predict_cli_writes_what_it_predicts(demo_predictor, tmp_path, capsys):
     from nemopose import cli, predict
 
+    from conftest import linked_experiment
+
     dataroot, lay, names, predictor = demo_predictor
     images = [str(lay.image_path(n)) for n in names[:2]]
-    assert cli.run(predict.main, ["--category", "car", "--images", *images, "--exproot", str(dataroot.parent / "exp"),
-                                  "--dataroot", str(dataroot), "--out", str(tmp_path)]) == 0
-    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    exp = linked_experiment(dataroot.parent / "exp", tmp_path / "exp")     # the CLI stores a calibration there
+    assert cli.run(predict.main, ["--category", "car", "--images", *images, "--exproot", str(exp),
+                                  "--dataroot", str(dataroot), "--out", str(tmp_path / "out")]) == 0
+    rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert header[:len(predict.CSV_COLUMNS)] == list(predict.CSV_COLUMNS) and len(rows) == 3
     api = predictor.predict(images)
     for row, p in zip(rows[1:], api):
         values = dict(zip(header, row.split(",")))
         assert float(values["azimuth"]) == pytest.approx(p.azimuth, abs=1e-4)   # the CLI is the API
-    assert len(list(tmp_path.glob("*_pose.png"))) == 2
+    assert len(list((tmp_path / "out").glob("*_pose.png"))) == 2
     assert "azimuth" in capsys.readouterr().out

@@ -222,11 +222,17 @@ class PosePredictor:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, category: str, *, dataroot: str | os.PathLike = "data",
                         mesh_d: str = "single", mesh_paths: Sequence[str | os.PathLike] | None = None,
-                        image_scale: float | None = None, device: str = "cpu", **kwargs: Any) -> "PosePredictor":
+                        image_scale: float | None = None, device: str = "cpu", calibrate: str = "auto",
+                        **kwargs: Any) -> "PosePredictor":
         """Load a checkpoint (ours or the authors'), its cuboid meshes (``mesh_paths``, or
         those of PrepareData.sh under ``dataroot``) and its photo calibration
-        (``<checkpoint>.photo.json``, when there). ``image_scale`` defaults to the one the
-        checkpoint was trained at (1 for the authors').
+        (``<checkpoint>.photo.json``). ``image_scale`` defaults to the one the checkpoint
+        was trained at (1 for the authors').
+
+        ``calibrate``: "auto" (default): without a stored calibration, calibrate on
+        ``dataroot``'s prepared crops once (about half a minute on a CPU) and store it next
+        to the checkpoint; without those crops, warn and leave ``object_found`` empty.
+        "yes": calibrate again. "no": only read a stored one.
 
         Raises:
             CheckpointNotFound when ``checkpoint`` does not exist; UsageError for a device
@@ -240,8 +246,37 @@ class PosePredictor:
         paths = list(mesh_paths) if mesh_paths else layout.cuboid_paths(dataroot, mesh_d, category)
         model, meshes, info = load_trained(checkpoint, paths, dev)
         scale = image_scale if image_scale is not None else float(info.get("image_scale") or 1.0)
-        kwargs.setdefault("calibration", PhotoCalibration.find(checkpoint))
-        return cls(model, meshes, category, scale, dev, dataroot=dataroot, **kwargs)
+        if calibrate not in ("auto", "yes", "no"):
+            raise UsageError(f"calibrate must be auto, yes or no, got {calibrate!r}")
+        stored = PhotoCalibration.find(checkpoint) if calibrate != "yes" else None
+        predictor = cls(model, meshes, category, scale, dev, dataroot=dataroot,
+                        **{"calibration": stored, **kwargs})
+        if predictor.calibration is None and calibrate != "no":
+            predictor.calibrate(checkpoint, required=calibrate == "yes")
+        return predictor
+
+    def calibrate(self, checkpoint: str | os.PathLike, required: bool = True) -> PhotoCalibration | None:
+        """Calibrate on ``dataroot``'s prepared crops (:func:`nemopose.photo.calibration.calibrate`)
+        and store it as ``<checkpoint>.photo.json`` (a folder that cannot be written keeps it
+        in memory only, with a warning). ``required`` False: missing crops are a warning."""
+        from .errors import DataNotFound
+        from .photo.calibration import calibrate, calibration_record
+
+        path = PhotoCalibration.path_for(checkpoint)
+        log.info("photo calibration of %s (once per checkpoint, stored in %s)", self.category, path)
+        try:
+            calibration = calibrate(self, self.dataroot if self.dataroot is not None else "data")
+        except DataNotFound as exc:
+            if required:
+                raise
+            log.warning("no photo calibration (%s): object_found is left empty", exc)
+            self.calibration = None
+            return None
+        try:
+            calibration.save(path, **calibration_record(checkpoint, self.dataroot))
+        except OSError as exc:
+            log.warning("could not store the photo calibration at %s (%s); it is used for this run only", path, exc)
+        return calibration
 
     @classmethod
     def from_experiment(cls, exproot: str | os.PathLike, category: str, *, epoch: str = "last",
@@ -466,7 +501,7 @@ class PosePredictor:
         if p.object_found is False and p.box is None:
             return p
         if self.calibration is None or self.calibration.threshold is None:
-            if not self._warned_uncalibrated:
+            if self.calibration is None and not self._warned_uncalibrated:
                 log.warning("no photo calibration for this checkpoint: object_found is left empty "
                             "(python -m nemopose.predict --calibrate ... writes it)")
                 self._warned_uncalibrated = True
@@ -495,26 +530,34 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 def example_commands(exproot: str | os.PathLike, dataroot: str | os.PathLike, category: str = "car",
-                     mesh_d: str = "single") -> str:
-    """The Python and shell lines that run the predictor on one of ``dataroot``'s synthetic
-    release images with its annotated box (what the demo prints at its end)."""
+                     mesh_d: str = "single", python: str = ".venv/bin/python") -> tuple[str, str]:
+    """A shell line and a Python snippet that run the predictor on the first synthetic
+    validation photo of ``dataroot`` with its annotated box (the demo prints them at its
+    end); writes the boxes file the shell line reads, ``<exproot>/example_boxes.csv``.
+
+    Returns:
+        (shell line, Python snippet).
+    """
     from .data.mat_record import load_record
     from .data.pascal3d import Pascal3DRelease
 
-    release = Pascal3DRelease(layout.release_root(dataroot))
     lay = layout.split_layout(dataroot, "val", category)
     names = layout.read_list(lay.mesh_list_path(mesh_d, 1)) if lay.mesh_list_path(mesh_d, 1).is_file() else []
     if not names:
-        raise UsageError(f"no prepared val images of {category} in {dataroot}")
+        raise UsageError(f"no prepared val images of {category} in {dataroot} (run PrepareData.sh)")
+    release = Pascal3DRelease(layout.release_root(dataroot))
     image = release.image_path(category, names[0])
     box = tuple(round(float(v)) for v in load_record(release.annotation_path(category, names[0]), category).bbox)
-    return (f"python -m nemopose.predict --category {category} --exproot {exproot} --dataroot {dataroot} "
-            f"--images {image} --boxes boxes.csv     # boxes.csv: image,x0,y0,x1,y1 / {image.name},"
-            f"{','.join(map(str, box))}\n"
-            f"from nemopose.predict import PosePredictor\n"
-            f"predictor = PosePredictor.from_experiment(\"{exproot}\", \"{category}\", dataroot=\"{dataroot}\")\n"
-            f"for p in predictor.predict([\"{image}\"], boxes=[[{box}]]):\n"
-            f"    print(p.azimuth_deg, p.elevation_deg, p.theta_deg, p.distance, p.score, p.object_found)")
+    boxes_csv = Path(exproot) / "example_boxes.csv"
+    with atomic_path(boxes_csv) as tmp:
+        tmp.write_text("image,x0,y0,x1,y1\n" + f"{image.name},{','.join(map(str, box))}\n")
+    shell = (f"{python} -m nemopose.predict --category {category} --exproot {exproot} --dataroot {dataroot} "
+             f"--images {image} --boxes {boxes_csv} --out {Path(exproot) / 'photos'}")
+    snippet = (f"from nemopose.predict import PosePredictor\n"
+               f"predictor = PosePredictor.from_experiment(\"{exproot}\", \"{category}\", dataroot=\"{dataroot}\")\n"
+               f"for p in predictor.predict([\"{image}\"], boxes=[[{box}]]):   # or detect=True, or no boxes\n"
+               f"    print(p.azimuth_deg, p.elevation_deg, p.theta_deg, p.distance, p.score, p.object_found)")
+    return shell, snippet
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,8 +587,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibrate", action="store_true",
                    help="(re)calibrate the object sizes and the presence threshold on --dataroot's prepared crops, "
                         "save <checkpoint>.photo.json, and predict the --images if any")
-    p.add_argument("--print-example", action="store_true", help="print a command and a Python snippet that run on "
-                                                                "--dataroot's synthetic images, and exit")
+    p.add_argument("--print-example", action="store_true",
+                   help="write <exproot>/example_boxes.csv, print a command and a Python snippet that run the "
+                        "predictor on --dataroot's first synthetic val photo, and exit")
+    p.add_argument("--python", default=".venv/bin/python", help=argparse.SUPPRESS)   # the interpreter printed
     p.add_argument("--out", default="predictions", help="output folder (default predictions)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--download", default=os.environ.get("DOWNLOAD", "auto"), choices=("auto", "no"),
@@ -556,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     category = constants.check_category(args.category)
     if args.print_example:
-        print(example_commands(args.exproot, args.dataroot, category, args.mesh_d))
+        shell, snippet = example_commands(args.exproot, args.dataroot, category, args.mesh_d, args.python)
+        print(f"{shell}\n\nor in Python ({args.python}):\n\n{snippet}")
         return 0
     if not args.images and not args.calibrate:
         raise UsageError("give --images (or --calibrate, or --print-example)")
@@ -567,14 +613,10 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, category, dataroot=args.dataroot, mesh_d=args.mesh_d, mesh_paths=args.mesh,
         image_scale=args.image_scale, device=args.device, solver=SolverConfig(steps=args.steps),
         translation={"auto": None, "yes": True, "no": False}[args.translation], detector=args.detector,
-        download=args.download, mirror=args.mirror)
+        download=args.download, mirror=args.mirror, calibrate="yes" if args.calibrate else "auto")
     if args.calibrate:
-        from .photo.calibration import calibrate, calibration_record
-
-        calibration = calibrate(predictor, args.dataroot)
-        path = PhotoCalibration.path_for(checkpoint)
-        calibration.save(path, **calibration_record(checkpoint, args.dataroot))
-        print(f"photo calibration of {category} saved to {path}\n{calibration.summary()}", flush=True)
+        print(f"photo calibration of {category}, stored in {PhotoCalibration.path_for(checkpoint)}:\n"
+              f"{predictor.calibration.summary()}", flush=True)
         if not images:
             return 0
     predictions = predictor.predict(images, boxes, detect=args.detect, min_score=args.min_score, scale=args.scale)

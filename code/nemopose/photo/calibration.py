@@ -1,8 +1,9 @@
 """The photo calibration of a checkpoint: object sizes and the presence threshold
 (METHOD.md §16.3), stored next to the checkpoint as ``<checkpoint>.photo.json``.
 
-Made once per checkpoint (``python -m nemopose.predict --calibrate``; the demo does it at
-its end) from the prepared data of the category:
+Made once per checkpoint from the prepared data of the category, when a predictor first
+loads it (:meth:`nemopose.predict.PosePredictor.from_checkpoint`) or with ``python -m
+nemopose.predict --calibrate``:
 
 - ``object_sizes``: the training boxes' size by shape (:class:`ObjectSizes`), so boxes are
   cropped at the training scale without the data;

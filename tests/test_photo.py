@@ -26,6 +26,7 @@ from nemopose.experiment import CheckpointNotFound, Experiment
 from nemopose.photo import boxes as B
 from nemopose.photo.calibration import PhotoCalibration, choose_threshold, negative_images
 from nemopose.predict import PosePredictor, Prediction
+from test_detect import mirror, tiny, tiny_weights  # noqa: F401  (fixtures: the small detector, the loopback mirror)
 
 ANGLES = ("azimuth", "elevation", "theta")
 N_IMAGES = 40
@@ -288,3 +289,32 @@ def test_prediction_row_has_the_issue_columns():
     assert row["object_found"] == "yes" and row["azimuth_deg"] == pytest.approx(math.degrees(0.5), abs=1e-5)
     nothing = Prediction.nothing(3).csv_row("b.jpg")
     assert nothing["object_found"] == "no" and math.isnan(nothing["azimuth"])
+
+
+@pytest.mark.slow
+def test_cli_detect_with_a_small_random_detector_from_a_loopback_mirror(photos, tiny, mirror, tmp_path):
+    """--detect end to end: the weights of a small randomly initialised detector (test_detect's
+    "tiny") come from a loopback mirror, hash-checked; its two most confident car boxes per
+    photo are solved and written, one row each, with the detector's confidence."""
+    out = tmp_path / "out"
+    paths = [str(p) for p in photos["paths"][:2]]
+    assert cli.run(predict.main, ["--category", "car", "--images", *paths, "--exproot", str(photos["exp"]),
+                                  "--dataroot", str(photos["dataroot"]), "--detect", "--detector", "tiny",
+                                  "--min-score", "0", "--max-objects", "2", "--mirror", mirror.url,
+                                  "--out", str(out)]) == 0
+    assert [path for path, _ in mirror.requests] == [f"/{tiny}"]              # downloaded once
+    lines = (out / "predictions.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    images = [r["image"] for r in rows]
+    assert images == sorted(images) and all(1 <= images.count(p) <= 2 for p in paths), images
+    for row in rows:
+        image = photos["images"][paths.index(row["image"])]
+        x0, y0, x1, y1 = (float(row[c]) for c in ("x0", "y0", "x1", "y1"))
+        assert 0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]
+        assert min(x1 - x0, y1 - y0) >= predict.MIN_DETECTED_SIDE          # slivers are dropped
+        assert math.isfinite(float(row["azimuth"])) and row["object_found"] in ("yes", "no")
+        assert 0 <= float(row["detector_score"]) <= 1
+    for a, b in zip(rows, rows[1:]):
+        if a["image"] == b["image"]:                                       # most confident first
+            assert float(a["detector_score"]) >= float(b["detector_score"])

@@ -19,7 +19,7 @@ Foundations (top level)
 Entry points (top level)
     inference     InferenceNeMo.sh: maps -> poses -> accuracy tables
     evaluate      metrics, tables, summaries (``python -m nemopose.evaluate``)
-    predict       ``PosePredictor`` and ``python -m nemopose.predict`` for unlabeled images
+    predict       ``PosePredictor`` and ``python -m nemopose.predict``: poses in photos
 
 cli/       what every entry point shares: one-line errors (``run``), the category and
            yes/no options
@@ -58,8 +58,14 @@ data/      PrepareData.sh (``python -m nemopose.data.prepare``) and the datasets
 
 fetch/     everything that downloads
     download      resumable HTTP with Range; drive: Google Drive; archive: safe extraction;
-    sources       the dataset archives; weights: ImageNet ResNet-50; checkpoints: the
-                  authors' released models
+    sources       the dataset archives; weights: ImageNet ResNet-50 and the COCO
+                  detectors; checkpoints: the authors' released models
+
+photo/     what the photo predictor adds to the pipeline
+    boxes         boxes, the training objects' size by box shape, the crop of a box
+    presence      the presence score of a solved pose ("is the object there?")
+    calibration   the per-checkpoint object sizes and presence threshold (.photo.json)
+    detect        the torchvision COCO detector; draw: pictures at the photo's resolution
 
 tools/     ``python -m nemopose.tools.<name>``
     visualize     pictures of a solve; viewpoints: the pose distribution; feature_quality:

@@ -28,6 +28,7 @@ at its own resolution with the meshes drawn over the objects.
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import logging
 import math
@@ -63,6 +64,8 @@ __all__ = ["PosePredictor", "Prediction", "place_image", "shift_grid", "as_rgb_a
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 BoxInput = Box | Sequence[float]
 WHOLE_IMAGE_SCALES = (1.0, 1.6, 2.5, 4.0)   # whole-image size / object size tried without a box
+MIN_DETECTED_SIDE = 4      # detections thinner than this (pixels) are dropped
+SOLVER_CACHE_SIZE = 4       # solvers (with their rasterised initial poses) kept for recent map sizes
 CSV_COLUMNS = ("image", "x0", "y0", "x1", "y1", "azimuth", "elevation", "theta", "azimuth_deg", "elevation_deg",
                "theta_deg", "distance", "score", "object_found")
 
@@ -214,7 +217,7 @@ class PosePredictor:
         self.refine = refine
         self.detector_name, self.download, self.mirror = detector, download, mirror
         self._detector = None
-        self._solver_cache: dict[tuple, list[MeshPoseSolver]] = {}
+        self._solver_cache: collections.OrderedDict[tuple, list[MeshPoseSolver]] = collections.OrderedDict()
         self._warned_uncalibrated = False
 
     # ------------------------------------------------------------------ construction
@@ -319,7 +322,8 @@ class PosePredictor:
     # ------------------------------------------------------------------ the API
 
     def predict(self, images: Sequence[ImageInput] | ImageInput, boxes: Sequence[Sequence[BoxInput]] | None = None,
-                *, detect: bool = False, min_score: float = 0.5, scale: float | None = None) -> list[Prediction]:
+                *, detect: bool = False, min_score: float = 0.5, max_objects: int = 20,
+                scale: float | None = None) -> list[Prediction]:
         """Poses of the objects in ``images``: one :class:`Prediction` per (image, box), in
         image order (a single image is accepted too).
 
@@ -328,8 +332,9 @@ class PosePredictor:
             boxes: per image, a list of boxes (x0, y0, x1, y1) in its pixels (for a single
                 image, its list of boxes).
             detect: find the boxes with the COCO detector (``min_score``: its confidence
-                threshold); an image where it finds nothing gets one prediction with NaN
-                pose and ``object_found=False``.
+                threshold; ``max_objects``: the most confident boxes kept per image); an
+                image where it finds nothing gets one prediction with NaN pose and
+                ``object_found=False``.
             scale: without boxes: the whole image at this scale (crop pixels per input
                 pixel) instead of the scale search; with boxes: this scale for every box.
         """
@@ -344,7 +349,8 @@ class PosePredictor:
             raise UsageError(f"boxes: one list per image, got {len(boxes)} lists for {len(arrays)} images")
         detector_scores: list[list[float | None]] | None = None
         if detect:
-            found = self.detector().detect(arrays, self.category, min_score=min_score)
+            found = [[d for d in dets if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= MIN_DETECTED_SIDE]
+                     [:max_objects] for dets in self.detector().detect(arrays, self.category, min_score=min_score)]
             boxes = [[Box.of(d.box) for d in dets] for dets in found]
             detector_scores = [[d.score for d in dets] for dets in found]
         if boxes is None:
@@ -402,7 +408,7 @@ class PosePredictor:
                 solutions = solve_over_meshes(solvers, self.meshes, maps)
                 scores = self._scores(solvers, maps, solutions)
                 for job, sol, score in zip(chunk, solutions, scores):
-                    job.result = self._prediction(sol, score, job, arrays[job.image].shape[:2])
+                    job.result = self._prediction(sol, score, job)
         if self.refine if refine is None else refine:
             self._refine(arrays, jobs)
 
@@ -475,7 +481,11 @@ class PosePredictor:
         """One solver per mesh for maps of ``map_size`` (the render camera keeps the training
         crops' focal length, so a larger canvas only widens the field of view)."""
         key = (map_size, translation)
-        if key not in self._solver_cache:
+        if key in self._solver_cache:
+            self._solver_cache.move_to_end(key)
+        else:
+            while len(self._solver_cache) >= SOLVER_CACHE_SIZE:     # photos of many sizes: keep the recent ones
+                self._solver_cache.popitem(last=False)
             config = self.solver_config
             if translation:
                 config = replace(config, optimize_translation=True, init_shifts=shift_grid(map_size))
@@ -484,7 +494,7 @@ class PosePredictor:
                                config, self.device, render_size=max(self.map_size)) for m in self.meshes]
         return self._solver_cache[key]
 
-    def _prediction(self, sol: MeshSolution, score: float, job: _Job, image_hw: tuple[int, int]) -> Prediction:
+    def _prediction(self, sol: MeshSolution, score: float, job: _Job) -> Prediction:
         """Solver output (map pixels, render distance) -> input-image pixels, PASCAL3D+ distance."""
         stride, placed = constants.DOWNSAMPLE_RATE, job.placed
         return Prediction(
@@ -571,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--detect", action="store_true", help="find the objects with a COCO detector")
     p.add_argument("--detector", default="fasterrcnn_resnet50_fpn_v2", help="torchvision detector for --detect")
     p.add_argument("--min-score", type=float, default=0.5, help="the detector's confidence threshold (default 0.5)")
+    p.add_argument("--max-objects", type=int, default=20,
+                   help="the most confident detections kept per image (default 20)")
     p.add_argument("--checkpoint", default="last",
                    help="checkpoint file, an epoch, last (default) or authors, in <exproot>/NeMo_<mesh-d>")
     p.add_argument("--exproot", default="exp", help="experiment folder (default exp)")
@@ -619,7 +631,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{predictor.calibration.summary()}", flush=True)
         if not images:
             return 0
-    predictions = predictor.predict(images, boxes, detect=args.detect, min_score=args.min_score, scale=args.scale)
+    predictions = predictor.predict(images, boxes, detect=args.detect, min_score=args.min_score,
+                                    max_objects=args.max_objects, scale=args.scale)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [pred.csv_row(str(args.images[pred.image])) for pred in predictions]

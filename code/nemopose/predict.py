@@ -16,8 +16,8 @@ training crops (:mod:`nemopose.photo.boxes`); the pose is solved with the princi
 fixed; then the photo is cropped once more exactly as the preparation would with that pose
 (centred on the object's projected origin, resized so that it sits at distance 5) and
 solved again. A whole image is tried at several scales, with the principal point
-optimised from a grid of shifts around its centre, and the candidate with the best
-presence score is kept. Every prediction has a presence score and ``object_found``
+optimised from a grid of shifts around its centre, and the candidate whose mesh explains
+its pixels best against the clutter model is kept. Every prediction has a presence score and ``object_found``
 (:mod:`nemopose.photo.presence`, threshold from :mod:`nemopose.photo.calibration`).
 
 CLI: ``python -m nemopose.predict --category car --images a.jpg b.jpg [--boxes boxes.csv |
@@ -43,7 +43,7 @@ from PIL import Image
 
 from . import constants, geometry
 from .data import layout
-from .data.crop import CropError, crop_geometry
+from .data.crop import CropError, crop_geometry, render_distance_for_crop
 from .data.datasets import normalize_image
 from .data.pascal3d import load_image_array
 from .errors import UsageError
@@ -51,7 +51,7 @@ from .experiment import CheckpointNotFound, Experiment
 from .photo.boxes import Box, ObjectSizes, Placement, boxes_for_images, crop_box, crop_placement, place_image, \
     read_boxes_csv
 from .photo.calibration import PhotoCalibration
-from .photo.presence import presence_scores
+from .photo.presence import IMPLAUSIBLE_SCORE, presence_scores
 from .solve.neural_mesh import MeshSolution, NeuralMesh, load_trained, solve_over_meshes
 from .solve.solver import MeshPoseSolver, SolverConfig
 from .train.model import NeMoNet
@@ -171,6 +171,7 @@ class _Job:
     placed: Placement
     detector_score: float | None = None
     result: Prediction | None = field(default=None)
+    margin: float = IMPLAUSIBLE_SCORE      # the result's clutter margin (picks a whole photo's scale)
 
 
 class PosePredictor:
@@ -378,7 +379,7 @@ class PosePredictor:
     def _predict_whole(self, arrays: list[np.ndarray], scale: float | None) -> list[Prediction]:
         """Whole images: at ``scale``, or at each of :data:`WHOLE_IMAGE_SCALES` times the
         scale that would make the image the size of a training object, the principal point
-        optimised; the best presence score wins."""
+        optimised; the best clutter margin (:class:`nemopose.photo.presence.Presence`) wins."""
         translation = self.translation is not False
         best: list[_Job | None] = [None] * len(arrays)
         for factor in ((1.0,) if scale is not None else WHOLE_IMAGE_SCALES):
@@ -389,7 +390,7 @@ class PosePredictor:
                 jobs.append(_Job(i, whole, place_image(array, self.crop_size, rate)))
             self._solve_jobs(arrays, jobs, translation, refine=False)
             for job in jobs:
-                if best[job.image] is None or job.result.score > best[job.image].result.score:
+                if best[job.image] is None or job.margin > best[job.image].margin:
                     best[job.image] = job
         return [job.result for job in best if job is not None]
 
@@ -407,8 +408,12 @@ class PosePredictor:
                 maps = self._feature_maps([job.placed.canvas for job in chunk])
                 solutions = solve_over_meshes(solvers, self.meshes, maps)
                 scores = self._scores(solvers, maps, solutions)
-                for job, sol, score in zip(chunk, solutions, scores):
-                    job.result = self._prediction(sol, score, job)
+                for job, sol, (score, margin) in zip(chunk, solutions, scores):
+                    result = self._prediction(sol, score, job)
+                    h, w = arrays[job.image].shape[:2]
+                    if not (abs(result.shift_x) <= w / 2 and abs(result.shift_y) <= h / 2):
+                        result, margin = replace(result, score=IMPLAUSIBLE_SCORE), IMPLAUSIBLE_SCORE   # origin off the photo
+                    job.result, job.margin = result, margin
         if self.refine if refine is None else refine:
             self._refine(arrays, jobs)
 
@@ -463,9 +468,11 @@ class PosePredictor:
         with torch.no_grad():
             return self.model(batch.to(self.device)).float()
 
-    def _scores(self, solvers: list[MeshPoseSolver], maps: torch.Tensor, solutions: list[MeshSolution]) -> list[float]:
-        """The presence score of each image's solution (with its winning mesh)."""
-        scores = [0.0] * len(solutions)
+    def _scores(self, solvers: list[MeshPoseSolver], maps: torch.Tensor,
+                solutions: list[MeshSolution]) -> list[tuple[float, float]]:
+        """The presence score and clutter margin of each image's solution (with its winning
+        mesh; :func:`nemopose.photo.presence.presence_scores`)."""
+        scores = [(0.0, 0.0)] * len(solutions)
         for m, (mesh, solver) in enumerate(zip(self.meshes, solvers)):
             rows = [i for i, s in enumerate(solutions) if s.mesh == mesh.index]
             if not rows:
@@ -473,8 +480,10 @@ class PosePredictor:
             poses = torch.tensor([[solutions[i].azimuth, solutions[i].elevation, solutions[i].theta,
                                    solutions[i].distance] for i in rows])
             shifts = torch.tensor([[solutions[i].shift_x, solutions[i].shift_y] for i in rows])
-            for i, value in zip(rows, presence_scores(solver, maps[rows], mesh.clutter, poses, shifts).tolist()):
-                scores[i] = value
+            values = presence_scores(solver, maps[rows], mesh.clutter, poses, shifts,
+                                     render_distance_for_crop(self.crop_size, self.image_scale))
+            for i, score, margin in zip(rows, values.score.tolist(), values.clutter_margin.tolist()):
+                scores[i] = (score, margin)
         return scores
 
     def _solvers(self, map_size: tuple[int, int], translation: bool) -> list[MeshPoseSolver]:

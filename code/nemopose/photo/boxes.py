@@ -279,7 +279,8 @@ def place_image(image: np.ndarray, size: tuple[int, int], scale: float | None = 
     ``scale`` None: the largest scale that fits the image into ``size`` (the category's crop,
     aspect kept), centred. A given ``scale``: the image resized by it and centred on a canvas
     of at least ``size``, grown to hold all of it (rounded up to the stride), so nothing is
-    cut whatever the object's place.
+    cut whatever the object's place. (Padding with the image's edge pixels instead of zeros
+    was tried: no better on flat images, slightly worse on whole photos.)
     """
     h, w = size
     ih, iw = image.shape[:2]

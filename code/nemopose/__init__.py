@@ -66,6 +66,7 @@ photo/     what the photo predictor adds to the pipeline
     presence      the presence score of a solved pose ("is the object there?")
     calibration   the per-checkpoint object sizes and presence threshold (.photo.json)
     detect        the torchvision COCO detector; draw: pictures at the photo's resolution
+    command       ``python -m nemopose.predict`` (CSV, pictures, the demo's example)
 
 tools/     ``python -m nemopose.tools.<name>``
     visualize     pictures of a solve; viewpoints: the pose distribution; feature_quality:

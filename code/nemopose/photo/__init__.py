@@ -6,7 +6,8 @@
 - :mod:`.calibration`: the per-checkpoint object sizes and presence threshold
   (``<checkpoint>.photo.json``);
 - :mod:`.detect`: the torchvision COCO detector for ``--detect``;
-- :mod:`.draw`: the pictures at the photo's resolution.
+- :mod:`.draw`: the pictures at the photo's resolution;
+- :mod:`.command`: ``python -m nemopose.predict``.
 
 The predictor that uses them is :class:`nemopose.predict.PosePredictor`.
 """

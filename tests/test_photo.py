@@ -4,7 +4,7 @@ boxes, a car trained with the demo preset (conftest.demo_car).
 Measured (2-core CPU, benchmarks/photo_accuracy.py on the same 40 val objects): the
 prepared crops solved as InferenceNeMo.sh solves them 100 / 100 % (pi/6 / pi/18), median
 2.5 degrees; the photos with their boxes 100 / 98 %, 6.1 degrees; whole photos without
-boxes (20) 95 / 70 %, 6.3 degrees; empty photos (noise, smooth noise, flat, shuffled
+boxes (20) 95 / 60 %, 6.5 degrees; empty photos (noise, smooth noise, flat, shuffled
 blocks; 20) "no" on 20. Limits below leave room for other seeds and CPUs.
 """
 
@@ -192,7 +192,7 @@ def test_several_objects_in_one_photo(photos, predictor):
 @pytest.mark.slow
 def test_whole_photos_without_boxes(photos, predictor):
     """No box: the scale is searched and the principal point optimised (measured 95 % within
-    pi/6 on 20 photos, median 6.3 degrees)."""
+    pi/6 on 20 photos, median 6.5 degrees)."""
     n = 8
     found = predictor.predict(photos["images"][:n])
     err = errors_deg(found, photos["truths"][:n])
@@ -211,7 +211,11 @@ def test_no_object_on_noise_and_flat_photos(photos, predictor):
     assert min(calibration.positives) > calibration.threshold
     assert all(max(v) < calibration.threshold for v in calibration.negatives.values())
     empties = negative_images(photos["images"][:3], per_kind=3, seed=99)
-    images = empties["noise"] + empties["flat"] + [np.full((300, 400, 3), 128, np.uint8)]
+    # flat photos of each car's own colour (the median in its box): the hardest flat images
+    own_colour = [np.broadcast_to(np.median(image[int(b[1]):int(b[3]), int(b[0]):int(b[2])].reshape(-1, 3), 0)
+                                  .astype(np.uint8), image.shape).copy()
+                  for image, b in zip(photos["images"][:6], photos["boxes"][:6])]
+    images = empties["noise"] + empties["flat"] + own_colour + [np.full((300, 400, 3), 128, np.uint8)]
     answers = predictor.predict(images)
     assert [p.object_found for p in answers] == [False] * len(images), [round(p.score, 3) for p in answers]
     cars = predictor.predict(photos["images"][:3], boxes=[[b] for b in photos["boxes"][:3]])

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from nemopose import cli, evaluate, predict
@@ -24,7 +25,7 @@ from nemopose.data.pascal3d import Pascal3DRelease, load_image_array
 from nemopose.errors import UsageError
 from nemopose.experiment import CheckpointNotFound, Experiment
 from nemopose.photo import boxes as B
-from nemopose.photo.calibration import PhotoCalibration, choose_threshold, negative_images
+from nemopose.photo.calibration import PhotoCalibration, choose_threshold, negative_images, own_colour
 from nemopose.predict import PosePredictor, Prediction
 from test_detect import mirror, tiny, tiny_weights  # noqa: F401  (fixtures: the small detector, the loopback mirror)
 
@@ -85,6 +86,70 @@ def test_box_crop_is_the_preparation_crop():
     assert abs(x - 125) < 1.5 and abs(y - 40) < 1.5
     with pytest.raises(UsageError, match="outside"):
         B.crop_box(image, B.Box(500, 500, 600, 600), 0.8, (64, 96))
+
+
+def test_boxes_must_come_per_image():
+    predictor = PosePredictor.__new__(PosePredictor)      # the argument checks come before any network
+    image = np.zeros((20, 30, 3), np.uint8)
+    with pytest.raises(UsageError, match=r"write \[\[\(x0, y0, x1, y1\)\]\]"):
+        predictor.predict([image, image], boxes=[(1, 2, 10, 12), (3, 4, 9, 9)])
+    with pytest.raises(UsageError, match="one list per image, got 1 lists for 2 images"):
+        predictor.predict([image, image], boxes=[[(1, 2, 10, 12)]])
+    with pytest.raises(UsageError, match="not both"):
+        predictor.predict(image, boxes=[(1, 2, 10, 12)], detect=True)
+
+
+def test_presence_score_against_its_two_rivals(fixture_data):
+    """The formula on a real cuboid with random unit vertex features: equal to a slow
+    per-cell computation; high where the rendered features are the map's (an object); at
+    most 0 on a map of one vertex feature everywhere (a flat image: one vertex explains every
+    cell as well as the mesh) and on clutter."""
+    from nemopose import geometry, mesh
+    from nemopose.photo import presence
+    from nemopose.render import raster as render
+    from nemopose.solve.solver import MeshPoseSolver
+
+    verts, faces = mesh.load_off(fixture_data / "real" / "CAD_single" / "car" / "01.off")
+    g = torch.Generator().manual_seed(0)
+    feats = torch.nn.functional.normalize(torch.randn(len(verts), 16, generator=g), dim=1)
+    clutter = torch.nn.functional.normalize(torch.randn(16, generator=g), dim=0)
+    solver = MeshPoseSolver(verts, faces, feats, (32, 84), 5.0)
+    pose = torch.tensor([[1.0, 0.3, 0.1, 5.0]])
+    centre = geometry.camera_center(pose[:, 0], pose[:, 1], pose[:, 3])
+    rendered = render.render_features(torch.as_tensor(verts, dtype=torch.float32), torch.as_tensor(faces), feats,
+                                      centre, pose[:, 2], render.RenderCamera((32, 84)))
+    inside = rendered.abs().sum(1, keepdim=True) > 0
+    noise = torch.randn(1, 16, 32, 84, generator=g)
+    object_map = torch.nn.functional.normalize(torch.where(inside, rendered, clutter.reshape(1, 16, 1, 1))
+                                               + 0.2 * noise, dim=1)
+    flat_map = feats[7].reshape(1, 16, 1, 1).expand(1, 16, 32, 84).contiguous()
+    clutter_map = torch.nn.functional.normalize(clutter.reshape(1, 16, 1, 1) + 0.3 * noise, dim=1)
+    maps = torch.cat([object_map, flat_map, clutter_map])
+    got = presence.presence_scores(solver, maps, clutter, pose.repeat(3, 1))
+    # the slow reference: per covered cell, its rendered feature (the same interpolation)
+    frags = solver.scorer.rasterize(centre, pose[:, 2])
+    cells = torch.nonzero(frags.pix_to_face[0].reshape(-1) >= 0).squeeze(1)
+    vertex_feature = render.interpolate_vertex_features(frags, solver.scorer.faces, feats)[0].reshape(16, -1)[:, cells]
+    for i in range(3):
+        f = maps[i].reshape(16, -1)[:, cells]
+        s_o = (vertex_feature * f).sum(0).mean()
+        rivals = max(float((clutter[:, None] * f).sum(0).mean()), float((feats @ f).mean(1).max()))
+        assert float(got.score[i]) == pytest.approx(float(s_o) - rivals, abs=1e-4)
+        assert float(got.clutter_margin[i]) == pytest.approx(float(s_o - (clutter[:, None] * f).sum(0).mean()), abs=1e-4)
+    assert got.score[0] > 0.3 and got.score[1] <= 1e-6 and got.score[2] < 0     # measured 0.44, 0, < 0
+    # a render distance no training crop shows, or nothing covered: -2
+    far = presence.presence_scores(solver, maps[:1], clutter, torch.tensor([[1.0, 0.3, 0.1, 30.0]]),
+                                   training_distance=5.0)
+    assert float(far.score[0]) == presence.IMPLAUSIBLE_SCORE
+
+
+def test_flat_boxes():
+    from nemopose.photo.presence import is_flat
+
+    image = np.broadcast_to(np.array([10, 200, 30], np.uint8), (30, 40, 3)).copy()      # flat, colourful
+    assert is_flat(image, (0, 0, 40, 30)) and is_flat(image, (-5, -5, 10, 10))
+    image[20:, 30:] = 0
+    assert not is_flat(image, (0, 0, 40, 30)) and is_flat(image, (0, 0, 20, 15))
 
 
 def test_threshold_rule():
@@ -211,13 +276,14 @@ def test_no_object_on_noise_and_flat_photos(photos, predictor):
     assert min(calibration.positives) > calibration.threshold
     assert all(max(v) < calibration.threshold for v in calibration.negatives.values())
     empties = negative_images(photos["images"][:3], per_kind=3, seed=99)
-    # flat photos of each car's own colour (the median in its box): the hardest flat images
-    own_colour = [np.broadcast_to(np.median(image[int(b[1]):int(b[3]), int(b[0]):int(b[2])].reshape(-1, 3), 0)
-                                  .astype(np.uint8), image.shape).copy()
-                  for image, b in zip(photos["images"][:6], photos["boxes"][:6])]
-    images = empties["noise"] + empties["flat"] + own_colour + [np.full((300, 400, 3), 128, np.uint8)]
-    answers = predictor.predict(images)
-    assert [p.object_found for p in answers] == [False] * len(images), [round(p.score, 3) for p in answers]
+    # each car's own colour (the median in its box), flat, and with faint noise (std 4 grey
+    # levels: not flat by presence.is_flat, still nothing to see): the hardest empty photos
+    rng = np.random.default_rng(7)
+    flat_cars = [own_colour(image, B.Box(*b)) for image, b in zip(photos["images"][-8:], photos["boxes"][-8:])]
+    faint = [np.clip(f + rng.normal(0, 4, f.shape), 0, 255).astype(np.uint8) for f in flat_cars]
+    images = empties["noise"] + empties["flat"] + flat_cars + faint + [np.full((300, 400, 3), 128, np.uint8)]
+    answers = predictor.predict(images) + predictor.predict(flat_cars, boxes=[[b] for b in photos["boxes"][-8:]])
+    assert [p.object_found for p in answers] == [False] * len(answers), [round(p.score, 3) for p in answers]
     cars = predictor.predict(photos["images"][:3], boxes=[[b] for b in photos["boxes"][:3]])
     assert min(p.score for p in cars) > max(p.score for p in answers)
 

@@ -48,7 +48,7 @@ from .errors import UsageError
 from .experiment import CheckpointNotFound, Experiment
 from .photo.boxes import Box, ObjectSizes, Placement, crop_box, crop_placement, place_image
 from .photo.calibration import PhotoCalibration
-from .photo.presence import IMPLAUSIBLE_SCORE, presence_scores
+from .photo.presence import IMPLAUSIBLE_SCORE, is_flat, presence_scores
 from .solve.neural_mesh import MeshSolution, NeuralMesh, load_trained, solve_over_meshes
 from .solve.solver import MeshPoseSolver, SolverConfig
 from .train.model import NeMoNet
@@ -344,6 +344,10 @@ class PosePredictor:
             raise UsageError("give boxes or detect=True, not both")
         if boxes is not None and len(boxes) != len(arrays):
             raise UsageError(f"boxes: one list per image, got {len(boxes)} lists for {len(arrays)} images")
+        for i, image_boxes in enumerate(boxes or []):
+            if isinstance(image_boxes, Box) or (len(image_boxes) and np.isscalar(image_boxes[0])):
+                raise UsageError(f"boxes: per image a list of boxes; image {i} got one box {tuple(image_boxes)}, "
+                                 "write [[(x0, y0, x1, y1)]]")
         detector_scores: list[list[float | None]] | None = None
         if detect:
             found = [[d for d in dets if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= MIN_DETECTED_SIDE]
@@ -396,6 +400,7 @@ class PosePredictor:
     def _solve_jobs(self, arrays: list[np.ndarray], jobs: list[_Job], translation: bool,
                     refine: bool | None = None) -> None:
         """Solve every job's placement (grouped by canvas shape), then refine."""
+        flat = {id(job): is_flat(arrays[job.image], job.box.as_tuple()) for job in jobs}
         groups: dict[tuple[int, int], list[_Job]] = {}
         for job in jobs:
             groups.setdefault(job.placed.canvas.shape[:2], []).append(job)
@@ -410,8 +415,9 @@ class PosePredictor:
                 for job, sol, (score, margin) in zip(chunk, solutions, scores):
                     result = self._prediction(sol, score, job)
                     h, w = arrays[job.image].shape[:2]
-                    if not (abs(result.shift_x) <= w / 2 and abs(result.shift_y) <= h / 2):
-                        result, margin = replace(result, score=IMPLAUSIBLE_SCORE), IMPLAUSIBLE_SCORE   # origin off the photo
+                    if not (abs(result.shift_x) <= w / 2 and abs(result.shift_y) <= h / 2) or flat[id(job)]:
+                        # the origin off the photo, or nothing to see in the box
+                        result, margin = replace(result, score=IMPLAUSIBLE_SCORE), IMPLAUSIBLE_SCORE
                     job.result, job.margin = result, margin
         if self.refine if refine is None else refine:
             self._refine(arrays, jobs)

@@ -21,6 +21,7 @@ nemopose.predict --calibrate``:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -146,6 +147,15 @@ def negative_images(crops: list[np.ndarray], per_kind: int, seed: int = 0) -> di
     return out
 
 
+def own_colour(image: np.ndarray, box: Box) -> np.ndarray:
+    """The image flat in the median colour of ``box``'s pixels (for tests: the hardest flat
+    image for a network trained on flat-coloured synthetic objects)."""
+    x0, y0 = max(0, int(box.x0)), max(0, int(box.y0))
+    x1, y1 = max(x0 + 1, int(math.ceil(box.x1))), max(y0 + 1, int(math.ceil(box.y1)))
+    colour = np.median(image[y0:y1, x0:x1].reshape(-1, 3), axis=0)
+    return np.broadcast_to(colour.astype(np.uint8), image.shape).copy()
+
+
 def calibrate(predictor: "PosePredictor", dataroot: str | os.PathLike, max_images: int = 40,
               negatives_per_kind: int = 4, seed: int = 0) -> PhotoCalibration:
     """Calibrate ``predictor`` on the prepared data of its category (module docstring) and
@@ -174,6 +184,7 @@ def calibrate(predictor: "PosePredictor", dataroot: str | os.PathLike, max_image
     for kind, images in negative_images(crops, negatives_per_kind, seed).items():
         log.info("photo calibration of %s: %d %s images", category, len(images), kind)
         negatives[kind] = tuple(p.score for p in predictor.predict(images))
+
     threshold = choose_threshold(positives, [v for vs in negatives.values() for v in vs])
     calibration = PhotoCalibration(sizes, threshold, tuple(positives), negatives)
     predictor.calibration = calibration

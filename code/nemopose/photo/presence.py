@@ -21,7 +21,9 @@ cells), so it also compares the candidate scales of a whole photo. It is -2
 the training crops never show (render distance outside ``PLAUSIBLE_DISTANCE`` times the
 training objects' one: the solver can bring the camera into the cuboid, which then covers
 every cell), and (:mod:`nemopose.predict`) where the object's origin projects outside the
-photo. The threshold that turns it into yes/no is calibrated per checkpoint
+photo or where the box's pixels are flat (standard deviation under ``FLAT_STD`` grey
+levels: nothing to see; the demo's network, trained from scratch on flat-coloured synthetic
+objects, said "yes" to 2 of 6 boxes around flat regions of a car's own colour). The threshold that turns it into yes/no is calibrated per checkpoint
 (:mod:`nemopose.photo.calibration`).
 """
 
@@ -29,13 +31,23 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from .. import geometry
 from ..solve.solver import MeshPoseSolver
 
 IMPLAUSIBLE_SCORE = -2.0
+FLAT_STD = 2.0                      # grey levels: a box whose pixels vary less holds nothing to see
 PLAUSIBLE_DISTANCE = (0.4, 2.5)     # render distance / the training objects' render distance
+
+
+def is_flat(image: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    """Whether the pixels of ``box`` (x0, y0, x1, y1; clipped to the image) are flat."""
+    h, w = image.shape[:2]
+    x0, y0 = min(max(int(box[0]), 0), w - 1), min(max(int(box[1]), 0), h - 1)
+    x1, y1 = max(min(int(np.ceil(box[2])), w), x0 + 1), max(min(int(np.ceil(box[3])), h), y0 + 1)
+    return float(image[y0:y1, x0:x1].reshape(-1, image.shape[-1]).std(0).max()) < FLAT_STD   # per channel
 
 
 class Presence(NamedTuple):

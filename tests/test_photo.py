@@ -3,7 +3,8 @@ boxes, a car trained with the demo preset (conftest.demo_car).
 
 Measured (2-core CPU, benchmarks/photo_accuracy.py on the same 40 val objects): the
 prepared crops solved as InferenceNeMo.sh solves them 100 / 100 % (pi/6 / pi/18), median
-2.5 degrees; the photos with their boxes 100 / 98 %, 6.1 degrees; whole photos without
+2.5 degrees; the photos with their boxes 100 / 100 %, 3.6 degrees (6.1 with the origin
+from the projected cuboid instead of the training objects' offsets); whole photos without
 boxes (20) 95 / 60 %, 6.5 degrees; empty photos (noise, smooth noise, flat, shuffled
 blocks; 20) "no" on 20. Limits below leave room for other seeds and CPUs.
 """
@@ -68,6 +69,19 @@ def test_object_sizes_give_a_box_its_training_size():
     box = B.Box(10, 10, 10 + 300, 10 + 100)                      # a side view at twice the training size
     assert sizes.scale_for(box) == pytest.approx(0.5, rel=1e-4)
     assert B.ObjectSizes.from_json(sizes.to_json()) == sizes
+
+
+def test_origin_offset_from_the_nearest_training_viewpoints():
+    # seen from the front (azimuth 0) the origin is 0.1 box sizes above the box centre, from
+    # the side (azimuth pi/2) 0.05 to the right
+    origins = [(0.0 + 0.01 * k, 0.2, 0.0, -0.1) for k in range(10)] + \
+              [(np.pi / 2 + 0.01 * k, 0.2, 0.05, 0.0) for k in range(10)]
+    sizes = B.ObjectSizes.from_boxes([50] * 20, [100] * 20, 1.0, origins=origins)
+    box = B.Box(0, 0, 200, 50)                                       # sqrt(w h) = 100
+    assert sizes.origin_offset(2 * np.pi - 0.02, 0.25, box) == pytest.approx((0.0, -10.0))   # azimuth wraps
+    assert sizes.origin_offset(np.pi / 2 + 0.03, 0.2, box) == pytest.approx((5.0, 0.0))
+    assert B.ObjectSizes.from_json(sizes.to_json()) == sizes
+    assert B.ObjectSizes.from_boxes([50], [100], 1.0).origin_offset(0.0, 0.0, box) is None   # an older calibration
 
 
 def test_box_crop_is_the_preparation_crop():
@@ -224,7 +238,7 @@ def test_boxes_match_inference_on_the_same_objects(photos, predictor):
     err = errors_deg(found, photos["truths"])
     assert np.mean(err < 30) >= np.mean(base < 30) - 0.05, (np.round(err, 1), np.round(base, 1))
     assert np.mean(err < 10) >= np.mean(base < 10) - 0.15, (np.round(err, 1), np.round(base, 1))
-    assert np.median(err) <= max(10.0, 3 * np.median(base)), np.round(err, 1)
+    assert np.median(err) <= max(5.0, 2 * np.median(base)), np.round(err, 1)   # measured 3.6 against 2.5
     assert [p.box for p in found] == photos["boxes"] and [p.image for p in found] == list(range(N_IMAGES))
     assert all(p.object_found for p in found), [round(p.score, 3) for p in found]
     # the distance is the annotated one (focal 3000 on the photo), the centre where the object is

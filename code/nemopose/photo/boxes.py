@@ -38,6 +38,7 @@ from ..data.crop import CropError, CropGeometry, apply_crop, crop_geometry
 from ..errors import DataNotFound, UsageError
 
 BOX_COLUMNS = ("image", "x0", "y0", "x1", "y1")
+MAX_ORIGINS = 2000      # training objects whose origin offsets are kept (evenly spaced)
 
 
 @dataclass(frozen=True)
@@ -147,19 +148,39 @@ def boxes_for_images(table: dict[str, list[Box]], images: Sequence[str], source:
 
 @dataclass(frozen=True)
 class ObjectSizes:
-    """How large the category's objects are in the training crops, by box shape.
+    """How large the category's objects are in the training crops, by box shape, and where
+    their origin projects relative to their box, by viewpoint.
 
     Attributes:
         log_aspect: increasing bin centres of ``log(width / height)`` of the training boxes.
         size: the median ``sqrt(width * height)`` (crop pixels) of the boxes in each bin.
         image_scale: the crops' scale (1 = PASCAL3D+).
         count: how many training boxes were summarised.
+        origins: per training object (azimuth, elevation, dx, dy): its origin's offset from
+            its box centre over ``sqrt(w h)`` (the projected origin: the annotation's
+            principal point). Empty for calibrations made before they were recorded.
     """
 
     log_aspect: tuple[float, ...]
     size: tuple[float, ...]
     image_scale: float
     count: int
+    origins: tuple[tuple[float, float, float, float], ...] = ()
+
+    def origin_offset(self, azimuth: float, elevation: float, box: Box, k: int = 7) -> tuple[float, float] | None:
+        """Where an object seen at (azimuth, elevation) has its origin relative to its box's
+        centre, (x, y) pixels of the box's image: the median over the ``k`` training objects
+        of the nearest viewpoints (wrapped azimuth difference + 2 x elevation difference,
+        radians) of their offset over their box size, times this box's size. None without
+        training origins."""
+        if not self.origins:
+            return None
+        table = np.asarray(self.origins)
+        distance = np.abs(np.angle(np.exp(1j * (table[:, 0] - azimuth)))) + 2 * np.abs(table[:, 1] - elevation)
+        nearest = np.argsort(distance, kind="stable")[:k]
+        dx, dy = np.median(table[nearest, 2:], axis=0)
+        size = math.sqrt(box.width * box.height)
+        return float(dx * size), float(dy * size)
 
     def size_for(self, aspect: float) -> float:
         """The training size of a box of aspect ``width / height`` (linear in the log
@@ -172,8 +193,10 @@ class ObjectSizes:
 
     @classmethod
     def from_boxes(cls, heights: Iterable[float], widths: Iterable[float], image_scale: float,
-                   bins: int = 12) -> "ObjectSizes":
-        """Summarise training boxes (crop pixels) in up to ``bins`` bins of equal count."""
+                   bins: int = 12, origins: Iterable[Sequence[float]] = ()) -> "ObjectSizes":
+        """Summarise training boxes (crop pixels) in up to ``bins`` bins of equal count;
+        ``origins``: per object (azimuth, elevation, dx, dy), the origin's offset from the
+        box centre over ``sqrt(w h)`` (at most :data:`MAX_ORIGINS` kept, evenly spaced)."""
         h, w = np.asarray(list(heights), float), np.asarray(list(widths), float)
         keep = (h > 0) & (w > 0)
         h, w = h[keep], w[keep]
@@ -190,8 +213,10 @@ class ObjectSizes:
             if a > out_a[-1] + 1e-9:
                 out_a.append(a)
                 out_s.append(s)
+        kept = list(origins)
+        kept = [kept[i] for i in np.linspace(0, len(kept) - 1, min(len(kept), MAX_ORIGINS)).astype(int)] if kept else []
         return cls(tuple(round(a, 5) for a in out_a), tuple(round(s, 3) for s in out_s), float(image_scale),
-                   int(h.size))
+                   int(h.size), tuple(tuple(round(float(v), 5) for v in o) for o in kept))
 
     @classmethod
     def from_prepared(cls, dataroot: str | os.PathLike, category: str, image_scale: float) -> "ObjectSizes":
@@ -203,23 +228,28 @@ class ObjectSizes:
             raise DataNotFound(f"no prepared training annotations of {category} in {lay.annotations}: the object "
                                "size for boxes comes from them (run PrepareData.sh, or use a checkpoint whose "
                                ".photo.json has it)")
-        heights, widths = [], []
+        heights, widths, origins = [], [], []
         for path in paths:
             anno = annotation.load(path)
             x0, y0, x1, y1 = (float(v) for v in np.asarray(anno["bbox"]).reshape(-1)[:4])
             rate = float(np.asarray(anno["resize_rate"]).reshape(-1)[0])
             heights.append((y1 - y0) * rate)
             widths.append((x1 - x0) * rate)
-        return cls.from_boxes(heights, widths, image_scale)
+            px, py = (float(v) for v in np.asarray(anno["principal"]).reshape(-1)[:2])
+            size = math.sqrt(max((x1 - x0) * (y1 - y0), 1e-9))
+            origins.append((float(anno["azimuth"]), float(anno["elevation"]),
+                            (px - (x0 + x1) / 2) / size, (py - (y0 + y1) / 2) / size))
+        return cls.from_boxes(heights, widths, image_scale, origins=origins)
 
     def to_json(self) -> dict[str, Any]:
         return {"log_aspect": list(self.log_aspect), "size": list(self.size), "image_scale": self.image_scale,
-                "count": self.count}
+                "count": self.count, "origins (azimuth, elevation, dx, dy)": [list(o) for o in self.origins]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ObjectSizes":
+        origins = data.get("origins (azimuth, elevation, dx, dy)", [])
         return cls(tuple(float(v) for v in data["log_aspect"]), tuple(float(v) for v in data["size"]),
-                   float(data["image_scale"]), int(data["count"]))
+                   float(data["image_scale"]), int(data["count"]), tuple(tuple(float(v) for v in o) for o in origins))
 
 
 # ----------------------------------------------------------------------------- the crop

@@ -42,14 +42,18 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def choose_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda:<local_rank> when CUDA is available, else cpu; 'cpu'; 'cuda'."""
+def choose_device(device: str = "auto", local_rank: int = 0,
+                  fix: str = "leave GPUS empty to run on the CPU") -> torch.device:
+    """'auto' -> cuda:<local_rank> when CUDA is available, else cpu; 'cpu'; 'cuda'.
+
+    ``fix``: what the error for CUDA without CUDA tells the user to do, in their terms (the
+    drivers' variables by default; the Python API passes ``use device='cpu'``)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UsageError("device 'cuda' requested (GPUS is set) but CUDA is not available; "
-                             "leave GPUS empty to run on the CPU")
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise UsageError(f"device={device!r} but torch.cuda.is_available() is False ({why}); {fix}")
         return torch.device("cuda", local_rank if device == "cuda" else torch.device(device).index)
     if device != "cpu":
         raise UsageError(f"device must be auto, cpu or cuda[:i], got {device!r}")

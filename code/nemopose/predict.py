@@ -45,6 +45,7 @@ from .data.crop import CropError, crop_geometry, render_distance_for_crop
 from .data.datasets import normalize_image
 from .data.pascal3d import load_image_array
 from .errors import UsageError
+from .distributed import choose_device
 from .experiment import CheckpointNotFound, Experiment
 from .photo.boxes import Box, ObjectSizes, Placement, crop_box, crop_placement, place_image
 from .photo.calibration import PhotoCalibration
@@ -242,7 +243,7 @@ class PosePredictor:
         if not Path(checkpoint).is_file():
             raise CheckpointNotFound(f"checkpoint {checkpoint} does not exist (PosePredictor.from_experiment picks "
                                      "the last one of an experiment folder)")
-        dev = check_device(device)
+        dev = choose_device(device, fix="use device='cpu'")
         paths = list(mesh_paths) if mesh_paths else layout.cuboid_paths(dataroot, mesh_d, category)
         model, meshes, info = load_trained(checkpoint, paths, dev)
         scale = image_scale if image_scale is not None else float(info.get("image_scale") or 1.0)
@@ -400,7 +401,6 @@ class PosePredictor:
     def _solve_jobs(self, arrays: list[np.ndarray], jobs: list[_Job], translation: bool,
                     refine: bool | None = None) -> None:
         """Solve every job's placement (grouped by canvas shape), then refine."""
-        flat = {id(job): is_flat(arrays[job.image], job.box.as_tuple()) for job in jobs}
         groups: dict[tuple[int, int], list[_Job]] = {}
         for job in jobs:
             groups.setdefault(job.placed.canvas.shape[:2], []).append(job)
@@ -415,7 +415,8 @@ class PosePredictor:
                 for job, sol, (score, margin) in zip(chunk, solutions, scores):
                     result = self._prediction(sol, score, job)
                     h, w = arrays[job.image].shape[:2]
-                    if not (abs(result.shift_x) <= w / 2 and abs(result.shift_y) <= h / 2) or flat[id(job)]:
+                    if not (abs(result.shift_x) <= w / 2 and abs(result.shift_y) <= h / 2) \
+                            or is_flat(arrays[job.image], job.box.as_tuple()):
                         # the origin off the photo, or nothing to see in the box
                         result, margin = replace(result, score=IMPLAUSIBLE_SCORE), IMPLAUSIBLE_SCORE
                     job.result, job.margin = result, margin
@@ -430,11 +431,10 @@ class PosePredictor:
         The origin: the box's centre plus the offset the training objects seen from the
         nearest viewpoints have between their box centre and their origin
         (:meth:`ObjectSizes.origin_offset`; the origin of a car seen from above projects
-        above its box's centre); without those, the offset of the projected cuboid's box at
-        the first pose; with the translation optimised, the solved principal point. Objects whose crop cannot be made keep their first pose. (Whole
-        photos are not refined: on the synthetic release images it made them worse,
-        95 / 65 % within pi/6 / pi/18 and 6.9 degrees median on 20 photos against 95 / 70 %
-        and 6.3 degrees.)"""
+        above its box's centre); with the translation optimised, the solved principal
+        point. Objects whose crop cannot be made keep their first pose. (Whole photos are
+        not refined: on the synthetic release images it made them worse, 95 / 65 % within
+        pi/6 / pi/18 and 6.9 degrees median on 20 photos against 95 / 70 % and 6.3 degrees.)"""
         pairs = []
         for job in jobs:
             p = job.result
@@ -443,11 +443,7 @@ class PosePredictor:
             h, w = arrays[job.image].shape[:2]
             origin = np.array([w / 2 + p.shift_x, h / 2 + p.shift_y])
             if self.translation is not True:
-                learned = self.object_sizes.origin_offset(p.azimuth, p.elevation, job.box)
-                if learned is not None:
-                    origin = np.asarray(job.box.center) + np.asarray(learned)
-                else:           # a calibration from before the origins were recorded
-                    origin = np.asarray(job.box.center) - self._box_centre_offset(job)
+                origin = np.asarray(job.box.center) + self.object_sizes.origin_offset(p.azimuth, p.elevation, job.box)
             try:
                 geo = crop_geometry(np.array(job.box.as_tuple()), origin, p.distance, (h, w), self.crop_size,
                                     self.image_scale, center="principal")
@@ -461,18 +457,6 @@ class PosePredictor:
         for job, new in pairs:
             job.result = new.result
 
-    def _box_centre_offset(self, job: _Job) -> np.ndarray:
-        """(x, y) input pixels from the object's projected origin to the centre of the
-        projected mesh's box, at the job's pose."""
-        p, shape = job.result, job.placed.canvas.shape[:2]
-        stride = constants.DOWNSAMPLE_RATE
-        scorer = self._solvers((shape[0] // stride, shape[1] // stride), False)[p.mesh - 1].scorer
-        pose = torch.tensor([[p.azimuth, p.elevation, p.render_distance]], dtype=torch.float32)
-        centre = geometry.camera_center(pose[:, 0], pose[:, 1], pose[:, 2]).to(scorer.device)
-        screen = scorer.screen(centre, torch.tensor([p.theta], dtype=torch.float32, device=scorer.device))[0, :, :2]
-        box_centre = (screen.min(0).values + screen.max(0).values).cpu().numpy() / 2
-        return (box_centre - np.asarray(scorer.camera.principal)) * stride / job.placed.scale
-
     def _feature_maps(self, canvases: list[np.ndarray]) -> torch.Tensor:
         batch = torch.stack([normalize_image(torch.from_numpy(c).permute(2, 0, 1)) for c in canvases])
         with torch.no_grad():
@@ -483,7 +467,7 @@ class PosePredictor:
         """The presence score and clutter margin of each image's solution (with its winning
         mesh; :func:`nemopose.photo.presence.presence_scores`)."""
         scores = [(0.0, 0.0)] * len(solutions)
-        for m, (mesh, solver) in enumerate(zip(self.meshes, solvers)):
+        for mesh, solver in zip(self.meshes, solvers):
             rows = [i for i, s in enumerate(solutions) if s.mesh == mesh.index]
             if not rows:
                 continue
@@ -545,17 +529,6 @@ class PosePredictor:
         from .photo.draw import draw_predictions
 
         return draw_predictions(as_rgb_array(image), predictions, self.meshes, max(self.crop_size))
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device, or a one-line UsageError when it is not there."""
-    text = str(device)
-    if text.startswith("cuda") and not torch.cuda.is_available():
-        why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise UsageError(f"device={text!r} but torch.cuda.is_available() is False ({why}); use device='cpu'")
-    if text not in ("cpu",) and not text.startswith("cuda"):
-        raise UsageError(f"device must be 'cpu' or 'cuda[:i]', got {text!r}")
-    return torch.device(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -304,10 +304,15 @@ def fetch_archive(name: str, urls: Sequence[str], dest_dir: str | os.PathLike, *
                         f"of these and put it at {dest}, or give a mirror.")
 
 
+def is_url(text: str) -> bool:
+    """Whether ``text`` starts with a URL scheme (``http://``, ``file://``, ...)."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", text) is not None
+
+
 def mirror_url(mirror: str | os.PathLike, name: str) -> str:
     """``<mirror>/<name>``: a URL under a base URL, or a path in a local folder."""
     mirror = os.fspath(mirror)
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", mirror):
+    if is_url(mirror):
         return mirror.rstrip("/") + "/" + urllib.parse.quote(name, safe="+")
     return os.path.join(mirror, name)
 

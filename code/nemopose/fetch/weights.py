@@ -13,14 +13,13 @@ start with the hex after the last ``-`` of its name (nothing is left in the cach
 from __future__ import annotations
 
 import os
-import re
 import urllib.parse
 from pathlib import Path
 
 import torch
 
 from ..errors import NemoPoseError, UsageError
-from .download import DOWNLOAD_MODES, DownloadError, mirror_url
+from .download import DOWNLOAD_MODES, DownloadError, is_url, mirror_url
 
 # torchvision's ImageNet ResNet-50 (V1, what the original's ``pretrained=True`` loaded).
 RESNET50_IMAGENET_FILE = "resnet50-0676ba61.pth"
@@ -180,6 +179,6 @@ def _hub_download(url: str, *, what: str, progress: bool, failed_hint: str) -> P
 def _openable(source: str) -> str:
     """A :func:`~nemopose.fetch.download.mirror_url` result that urllib can open: a local path
     (a mirror folder) becomes a ``file://`` URL."""
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", source):
+    if is_url(source):
         return source
     return Path(source).resolve().as_uri()

@@ -158,7 +158,7 @@ class ObjectSizes:
         count: how many training boxes were summarised.
         origins: per training object (azimuth, elevation, dx, dy): its origin's offset from
             its box centre over ``sqrt(w h)`` (the projected origin: the annotation's
-            principal point). Empty for calibrations made before they were recorded.
+            principal point).
     """
 
     log_aspect: tuple[float, ...]
@@ -167,14 +167,14 @@ class ObjectSizes:
     count: int
     origins: tuple[tuple[float, float, float, float], ...] = ()
 
-    def origin_offset(self, azimuth: float, elevation: float, box: Box, k: int = 7) -> tuple[float, float] | None:
+    def origin_offset(self, azimuth: float, elevation: float, box: Box, k: int = 7) -> tuple[float, float]:
         """Where an object seen at (azimuth, elevation) has its origin relative to its box's
         centre, (x, y) pixels of the box's image: the median over the ``k`` training objects
         of the nearest viewpoints (wrapped azimuth difference + 2 x elevation difference,
-        radians) of their offset over their box size, times this box's size. None without
-        training origins."""
+        radians) of their offset over their box size, times this box's size; (0, 0), the
+        box's centre, without training origins."""
         if not self.origins:
-            return None
+            return 0.0, 0.0
         table = np.asarray(self.origins)
         distance = np.abs(np.angle(np.exp(1j * (table[:, 0] - azimuth)))) + 2 * np.abs(table[:, 1] - elevation)
         nearest = np.argsort(distance, kind="stable")[:k]
@@ -268,12 +268,6 @@ class Placement:
     canvas: np.ndarray
     scale: float
     offset: tuple[float, float]
-
-    def to_input(self, x: float, y: float, image_hw: tuple[int, int]) -> tuple[float, float]:
-        """A canvas point (pixels) in input-image pixels."""
-        cx, cy = self.canvas.shape[1] / 2, self.canvas.shape[0] / 2
-        return ((x - cx + self.offset[0]) / self.scale + image_hw[1] / 2,
-                (y - cy + self.offset[1]) / self.scale + image_hw[0] / 2)
 
 
 def crop_box(image: np.ndarray, box: Box, rate: float, crop_hw: tuple[int, int]) -> Placement:

@@ -96,17 +96,19 @@ class PhotoCalibration:
         })
 
     def summary(self) -> str:
+        """Threshold, and the scores of the positives and of each kind of negative."""
+        if self.threshold is None:
+            return "not calibrated"
         pos = np.asarray(self.positives)
-        lines = [f"threshold {self.threshold:.4f}" if self.threshold is not None else "threshold: none"]
-        if pos.size:
-            lines.append(f"val crops ({pos.size}): score min {pos.min():.3f}, 5th percentile "
-                         f"{np.percentile(pos, POSITIVE_QUANTILE):.3f}, median {np.median(pos):.3f}; "
-                         f"yes {np.mean(pos >= self.threshold):.0%}" if self.threshold is not None else "")
+        lines = [f"threshold {self.threshold:.4f}",
+                 f"val crops ({pos.size}): score min {pos.min():.3f}, 5th percentile "
+                 f"{np.percentile(pos, POSITIVE_QUANTILE):.3f}, median {np.median(pos):.3f}; "
+                 f"yes {np.mean(pos >= self.threshold):.0%}"]
         for kind, values in self.negatives.items():
             v = np.asarray(values)
             lines.append(f"{kind} ({v.size}): score max {v.max():.3f}, median {np.median(v):.3f}; "
-                         f"no {np.mean(v < self.threshold):.0%}" if self.threshold is not None else "")
-        return "\n".join(line for line in lines if line)
+                         f"no {np.mean(v < self.threshold):.0%}")
+        return "\n".join(lines)
 
 
 def choose_threshold(positives, negatives) -> float:
@@ -141,7 +143,8 @@ def negative_images(crops: list[np.ndarray], per_kind: int, seed: int = 0) -> di
         colour = crop.reshape(-1, 3).mean(0) if k % 2 == 0 else rng.integers(0, 256, 3)
         out["flat"].append(np.broadcast_to(np.asarray(colour, np.uint8), (h, w, 3)).copy())
         bh, bw = h // block, w // block
-        tiles = crop[:bh * block, :bw * block].reshape(bh, block, bw, block, 3).swapaxes(1, 2).reshape(-1, block, block, 3)
+        tiles = (crop[:bh * block, :bw * block].reshape(bh, block, bw, block, 3).swapaxes(1, 2)
+                 .reshape(-1, block, block, 3))
         tiles = tiles[rng.permutation(len(tiles))].reshape(bh, bw, block, block, 3).swapaxes(1, 2)
         out["shuffled blocks"].append(np.ascontiguousarray(tiles.reshape(bh * block, bw * block, 3)))
     return out

@@ -23,7 +23,8 @@ training objects' one: the solver can bring the camera into the cuboid, which th
 every cell), and (:mod:`nemopose.predict`) where the object's origin projects outside the
 photo or where the box's pixels are flat (standard deviation under ``FLAT_STD`` grey
 levels: nothing to see; the demo's network, trained from scratch on flat-coloured synthetic
-objects, said "yes" to 2 of 6 boxes around flat regions of a car's own colour). The threshold that turns it into yes/no is calibrated per checkpoint
+objects, said "yes" to 2 of 6 boxes around flat regions of a car's own colour). The
+threshold that turns it into yes/no is calibrated per checkpoint
 (:mod:`nemopose.photo.calibration`).
 """
 

@@ -406,3 +406,28 @@ def test_cli_detect_with_a_small_random_detector_from_a_loopback_mirror(photos, 
     for a, b in zip(rows, rows[1:]):
         if a["image"] == b["image"]:                                       # most confident first
             assert float(a["detector_score"]) >= float(b["detector_score"])
+
+
+@pytest.mark.slow
+def test_printed_example_runs_as_printed(photos, tmp_path, capsys):
+    """--print-example (what the demo prints at its end): its shell line, run as printed,
+    predicts the first val photo with its annotated box; the Python snippet names the same
+    photo and box."""
+    import shlex
+
+    exproot = tmp_path / "exp"
+    (exproot / "NeMo_single").mkdir(parents=True)
+    for f in (photos["exp"] / "NeMo_single").iterdir():                  # checkpoint and its calibration
+        (exproot / "NeMo_single" / f.name).symlink_to(f)
+    assert cli.run(predict.main, ["--category", "car", "--exproot", str(exproot), "--dataroot",
+                                  str(photos["dataroot"]), "--print-example"]) == 0
+    printed = capsys.readouterr().out
+    shell = printed.splitlines()[0].split()
+    assert shell[:3] == [".venv/bin/python", "-m", "nemopose.predict"]
+    assert cli.run(predict.main, shell[3:]) == 0
+    out = capsys.readouterr().out
+    assert "object found: yes" in out and str(photos["paths"][0]) in out
+    box = tuple(round(v) for v in photos["boxes"][0])
+    assert f"boxes=[[{box}]]" in printed and f'"{photos["paths"][0]}"' in printed
+    rows = (exproot / "photos" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 2 and shlex.split(printed.splitlines()[0])[-1] == str(exproot / "photos")

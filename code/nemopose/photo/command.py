@@ -19,6 +19,8 @@ from PIL import Image
 
 from .. import constants
 from ..data import layout
+from ..data.mat_record import load_record
+from ..data.pascal3d import Pascal3DRelease
 from ..errors import UsageError
 from ..experiment import Experiment
 from ..predict import PosePredictor, as_rgb_array
@@ -39,9 +41,6 @@ def example_commands(exproot: str | os.PathLike, dataroot: str | os.PathLike, ca
     Returns:
         (shell line, Python snippet).
     """
-    from .data.mat_record import load_record
-    from .data.pascal3d import Pascal3DRelease
-
     lay = layout.split_layout(dataroot, "val", category)
     names = layout.read_list(lay.mesh_list_path(mesh_d, 1)) if lay.mesh_list_path(mesh_d, 1).is_file() else []
     if not names:
